@@ -1,0 +1,107 @@
+"""``sslkit-eval``: evaluate a pretraining checkpoint with the named protocols.
+
+    sslkit-eval ckpt_path=outputs/pretrain/<run>/checkpoints/last.ckpt eval=[knn]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sslkit.config import config_dir, register_configs
+from sslkit.loggers import log_summary
+from sslkit.models.backbones import describe
+from sslkit.pipeline import (
+    build_datamodule,
+    build_method,
+    build_results,
+    evaluate_baselines,
+    evaluate_encoder,
+    resolve_device,
+    results_table,
+    write_json_atomic,
+)
+from sslkit.train import run_and_report
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read a checkpoint written by ``sslkit-train``, refusing files it did not write."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint {file} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+    checkpoint = torch.load(file, map_location="cpu", weights_only=False)
+    if "sslkit_config" not in checkpoint:
+        raise ValueError(f"{file} holds no sslkit run config; was it written by sslkit-train?")
+    return checkpoint
+
+
+def run_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
+    """The training run's config, with this evaluation's data, eval, seed and baselines."""
+    merged = OmegaConf.create(checkpoint["sslkit_config"])
+    with open_dict(merged):
+        if cfg.get("data") is not None:
+            merged.data = cfg.data
+        merged.eval = cfg.eval
+        merged.seed = cfg.seed
+        merged.baselines = cfg.baselines
+    return merged
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` and write ``results.json`` into this run's directory."""
+    start = time.perf_counter()
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    run_cfg = run_config(cfg, checkpoint)
+    datamodule = build_datamodule(run_cfg)
+    method = build_method(run_cfg, datamodule)
+    expected = checkpoint.get("sslkit_backbone")
+    if expected is not None and describe(method.backbone) != expected:
+        raise ValueError(
+            f"the checkpoint's backbone {expected} does not match the configured one "
+            f"{describe(method.backbone)}; evaluate with the backbone it was trained with"
+        )
+    method.load_state_dict(checkpoint["state_dict"])
+    encoders = method.evaluation_encoders()
+    if cfg.eval.encoder not in encoders:
+        raise ValueError(f"eval.encoder={cfg.eval.encoder!r} is not offered by {type(method).__name__}; choose from {sorted(encoders)}")
+    device = resolve_device(cfg.eval.device)
+    result = evaluate_encoder(encoders[cfg.eval.encoder].to(device), datamodule, run_cfg.eval, device)
+    eval_s = time.perf_counter() - start
+    baselines, baseline_s = evaluate_baselines(run_cfg, datamodule, device)
+    results = build_results(
+        run_cfg,
+        method=type(method).__name__,
+        datamodule=datamodule,
+        result=result,
+        encoder=cfg.eval.encoder,
+        baselines=baselines,
+        timings={"eval_s": eval_s, "total_s": eval_s, "baselines": baseline_s},
+        checkpoint=str(Path(cfg.ckpt_path).resolve()),
+    )
+    write_json_atomic(output_dir / "results.json", results)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    log_summary(logger, result.metrics)
+    print(f"\n{results_table(results)}\n\nresults: {output_dir / 'results.json'}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    results = run_and_report(cfg, evaluate)
+    return results.get("metrics", {}).get(cfg.objective) if results else None
+
+
+if __name__ == "__main__":
+    main()

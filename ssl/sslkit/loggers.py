@@ -1,0 +1,98 @@
+"""Experiment loggers: W&B that never blocks a run, and final metrics into logger summaries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+
+_WANDB_HOST = "api.wandb.ai"
+
+
+def _wandb_reachable(timeout: float = 2.0) -> bool:
+    """Whether W&B's API answers on port 443 within ``timeout`` seconds."""
+    host = os.environ.get("WANDB_BASE_URL", f"https://{_WANDB_HOST}").split("://")[-1]
+    host = host.split("/")[0].split(":")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = os.path.expanduser(os.environ.get("NETRC", "~/.netrc"))
+    try:
+        with open(netrc, encoding="utf-8") as handle:
+            return _WANDB_HOST in handle.read()
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto`` -> ``online`` with credentials and network, else ``offline``; others unchanged."""
+    if mode not in {"auto", "online", "offline", "disabled"}:
+        raise ValueError(f"logger.mode must be auto, online, offline or disabled, got {mode!r}")
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE") in {"online", "offline", "disabled"}:
+        return os.environ["WANDB_MODE"]
+    if _has_wandb_credentials() and _wandb_reachable():
+        return "online"
+    log.info("W&B: no API key or no network, logging offline (sync later with `wandb sync`)")
+    return "offline"
+
+
+def wandb_logger(
+    *,
+    project: str,
+    save_dir: str,
+    entity: str | None = None,
+    group: str | None = None,
+    job_type: str = "pretrain",
+    tags: Sequence[str] = (),
+    mode: str = "auto",
+    name: str | None = None,
+) -> WandbLogger:
+    """A Lightning ``WandbLogger`` whose mode is settled before the first network call.
+
+    Offline runs keep everything under ``<save_dir>/wandb/offline-run-*``; upload them later
+    with ``wandb sync``. The init timeout is short so an unreachable server cannot stall a job.
+    """
+    import wandb
+
+    resolved = resolve_wandb_mode(mode)
+    return WandbLogger(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type=job_type,
+        tags=list(tags),
+        name=name,
+        save_dir=save_dir,
+        mode=resolved,
+        settings=wandb.Settings(init_timeout=60, silent=True),
+    )
+
+
+def log_summary(logger: Logger | None, metrics: Mapping[str, Any]) -> None:
+    """Write final metrics to the logger: W&B run summary, or a last row for other loggers."""
+    if logger is None:
+        return
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    if isinstance(logger, WandbLogger):
+        try:
+            logger.experiment.summary.update(scalars)
+        except Exception as exc:  # W&B trouble must never fail a finished run
+            log.warning("could not write the W&B summary: %s", exc)
+        return
+    logger.log_metrics({f"final/{k}": v for k, v in scalars.items()})
+    logger.save()

@@ -1,0 +1,9 @@
+"""Self-supervised losses: pure functions on embedding tensors.
+
+Each loss states its formula in its docstring and knows nothing of Lightning, configs or
+devices, so methods can share them and tests can check them against references.
+"""
+
+from sslkit.losses.info_nce import info_nce
+
+__all__ = ["info_nce"]

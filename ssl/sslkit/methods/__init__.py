@@ -1,0 +1,6 @@
+"""Pretraining methods: one small LightningModule per method on top of ``SSLMethod``."""
+
+from sslkit.methods.base import NonFiniteLossError, SSLMethod
+from sslkit.methods.simclr import SimCLR
+
+__all__ = ["NonFiniteLossError", "SSLMethod", "SimCLR"]

@@ -1,0 +1,171 @@
+"""``SSLMethod``: what every pretraining method shares.
+
+A method subclass adds its heads (and target network, if any) and a ``training_step`` that
+calls its loss. Everything else lives here once: the backbone, the optimiser and learning-rate
+schedule built from config with linear scaling by the global batch size, the online linear
+probe on detached features (a cheap health signal while pretraining), the non-finite-loss
+guard, and ``forward_features``, the single entry point every evaluation uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from sslkit.models.backbones import Backbone, describe
+from sslkit.optim import parameter_groups
+
+OptimizerFactory = Callable[..., Optimizer]
+ScheduleFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the run stops before the weights are corrupted."""
+
+
+class SSLMethod(pl.LightningModule):
+    """Base LightningModule for pretraining methods.
+
+    Args:
+        backbone: the encoder being pretrained; evaluations use its pooled features.
+        optimizer: partial optimiser (``lr`` is the base learning rate for a global batch of
+            ``base_batch_size``; the actual rate is scaled linearly with the global batch).
+        schedule: partial of a schedule taking ``total_steps`` and ``steps_per_epoch``.
+        num_classes: classes of the dataset, for the online probe (0 disables it).
+        multilabel: whether targets are multi-hot vectors (sigmoid probe) or class indices.
+        batch_size: per-device batch size of the pretraining loader.
+        base_batch_size: the batch size at which ``lr`` is meant (256 by convention).
+        online_probe: train a linear classifier on detached features while pretraining.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        optimizer: OptimizerFactory,
+        schedule: ScheduleFactory | None = None,
+        num_classes: int = 0,
+        multilabel: bool = False,
+        batch_size: int = 256,
+        base_batch_size: int = 256,
+        online_probe: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or base_batch_size < 1:
+            raise ValueError("batch_size and base_batch_size must be positive")
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.schedule_factory = schedule
+        self.num_classes = num_classes
+        self.multilabel = multilabel
+        self.batch_size = batch_size
+        self.base_batch_size = base_batch_size
+        self.online_probe = (
+            nn.Linear(backbone.feature_dim, num_classes) if online_probe and num_classes else None
+        )
+
+    # ----------------------------------------------------------------- features
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Pooled backbone features ``(B, D)``: what kNN, the linear probe and exports use."""
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)
+
+    def evaluation_encoders(self) -> dict[str, nn.Module]:
+        """Encoders that evaluation may pick by name (BYOL adds its teacher)."""
+        return {"student": self.backbone}
+
+    # ------------------------------------------------------------ online probe
+    def online_probe_loss(self, features: Tensor, targets: Tensor) -> Tensor:
+        """Loss of the online linear probe on detached features (zero without labels).
+
+        The probe never sends gradients into the backbone, so it measures the representation
+        without changing it; its accuracy is logged as ``train/online_top1``.
+        """
+        if self.online_probe is None:
+            return features.new_zeros(())
+        logits = self.online_probe(features.detach())
+        if self.multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, targets.float())
+        else:
+            labelled = targets >= 0
+            if not labelled.any():
+                return features.new_zeros(())
+            logits, targets = logits[labelled], targets[labelled]
+            loss = F.cross_entropy(logits, targets)
+            top1 = (logits.argmax(dim=1) == targets).float().mean()
+            self.log("train/online_top1", top1, on_step=False, on_epoch=True)
+        self.log("train/online_probe_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if self.online_probe is None:
+            return
+        images, targets = batch
+        logits = self.online_probe(self.forward_features(images))
+        if self.multilabel:
+            pred = (logits > 0).float()
+            self.log("val/online_accuracy", (pred == targets).float().mean(), prog_bar=True)
+        else:
+            top1 = (logits.argmax(dim=1) == targets).float().mean()
+            self.log("val/online_top1", top1, prog_bar=True)
+
+    # ------------------------------------------------------------ safety
+    def on_before_backward(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}). Lower the learning rate (optim.lr), add "
+                "warmup (schedule.warmup_epochs) or check the input data; checkpoints written "
+                "so far are kept."
+            )
+
+    # ------------------------------------------------------------ optimisation
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules trained by the pretext loss: every child except the online probe."""
+        return [m for name, m in self.named_children() if name != "online_probe"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        keywords = getattr(self.optimizer_factory, "keywords", {})
+        if "lr" not in keywords:
+            raise ValueError("the optimizer config must set a base learning rate `lr`")
+        world = self.trainer.world_size if self._trainer is not None else 1
+        lr = keywords["lr"] * self.batch_size * world / self.base_batch_size
+        groups = parameter_groups(self.trainable_modules(), keywords.get("weight_decay", 0.0))
+        if self.online_probe is not None:
+            groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0})
+        optimizer = self.optimizer_factory(groups, lr=lr)
+        if self.schedule_factory is None:
+            return {"optimizer": optimizer}
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        steps_per_epoch = max(1, math.ceil(total_steps / epochs))
+        scheduler = self.schedule_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["sslkit_backbone"] = describe(self.backbone)
+
+
+def split_views(views: list[Tensor] | tuple[Tensor, ...], expected: int, method: str) -> list[Tensor]:
+    """Check a batch carries the number of views a method needs, with a message that says why."""
+    if len(views) != expected:
+        raise ValueError(
+            f"{method} needs {expected} augmented view(s) per image but the batch has "
+            f"{len(views)}; pick a matching augmentation (e.g. augment=simclr gives 2 views)."
+        )
+    return list(views)

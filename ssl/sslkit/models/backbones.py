@@ -1,0 +1,112 @@
+"""Backbones: image encoders that expose both a spatial feature map and pooled features.
+
+Every backbone reports ``feature_dim`` (channels of the map = size of the pooled vector) and
+``output_stride`` (how much smaller the map is than the input), so heads that need the map
+(the inpainting decoder) and heads that need the vector (projectors, probes) are written once
+for all backbones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses implement :meth:`forward_spatial` and set the two attributes."""
+
+    feature_dim: int
+    output_stride: int
+
+    def forward_spatial(self, x: Tensor) -> Tensor:
+        """Feature map ``(B, feature_dim, H / output_stride, W / output_stride)``."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Globally average-pooled features ``(B, feature_dim)``."""
+        return self.forward_spatial(x).mean(dim=(2, 3))
+
+
+def _check_in_channels(in_channels: int) -> None:
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+
+
+class ResNet(Backbone):
+    """torchvision ResNet-18/34/50 without its classifier.
+
+    ``small_input=True`` swaps the 7x7/stride-2 stem and max-pool for a 3x3/stride-1 stem, the
+    usual choice for 28-96 px images (CIFAR, Fashion-MNIST, STL-10), where the ImageNet stem
+    would throw away most of the resolution in its first two layers.
+    """
+
+    _builders = {
+        18: torchvision.models.resnet18,
+        34: torchvision.models.resnet34,
+        50: torchvision.models.resnet50,
+    }
+
+    def __init__(self, depth: int = 18, in_channels: int = 3, small_input: bool = True) -> None:
+        super().__init__()
+        if depth not in self._builders:
+            raise ValueError(f"ResNet depth must be one of {sorted(self._builders)}, got {depth}")
+        _check_in_channels(in_channels)
+        net = self._builders[depth](weights=None)
+        if small_input:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+        self.feature_dim = net.fc.in_features
+        self.output_stride = 8 if small_input else 32
+        self.depth = depth
+
+    def forward_spatial(self, x: Tensor) -> Tensor:
+        return self.layers(self.stem(x))
+
+
+class ConvNet(Backbone):
+    """A small VGG-style convnet for CPU runs: per stage conv-BN-ReLU twice, then stride 2."""
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        _check_in_channels(in_channels)
+        if not widths:
+            raise ValueError("ConvNet needs at least one stage width")
+        stages: list[nn.Module] = []
+        prev = in_channels
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(prev, width, 3, stride=stride, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(width, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                )
+            )
+            prev = width
+        self.stages = nn.Sequential(*stages)
+        self.feature_dim = prev
+        self.output_stride = 2 ** (len(widths) - 1)
+
+    def forward_spatial(self, x: Tensor) -> Tensor:
+        return self.stages(x)
+
+
+@torch.no_grad()
+def describe(backbone: Backbone) -> dict[str, object]:
+    """What identifies a backbone's architecture, used to refuse mismatched checkpoints."""
+    return {
+        "class": type(backbone).__name__,
+        "feature_dim": backbone.feature_dim,
+        "output_stride": backbone.output_stride,
+        "num_parameters": sum(p.numel() for p in backbone.parameters()),
+    }

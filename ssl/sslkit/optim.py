@@ -1,0 +1,78 @@
+"""Learning-rate schedules and parameter grouping shared by every method.
+
+Optimisers themselves come from config as ``_partial_`` callables (``torch.optim.SGD``,
+``lightly.utils.lars.LARS``, ``torch.optim.AdamW``); schedules are partials of the functions
+below, completed with the run's step counts once Lightning knows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lightly.utils.scheduler import cosine_warmup_schedule
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def _check_steps(total_steps: int, steps_per_epoch: int) -> None:
+    if total_steps < 1 or steps_per_epoch < 1:
+        raise ValueError(
+            f"a schedule needs at least one step (total_steps={total_steps}, "
+            f"steps_per_epoch={steps_per_epoch}); is the training split smaller than a batch?"
+        )
+
+
+def warmup_cosine(
+    optimizer: Optimizer,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 10.0,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """Linear warmup from 0 for ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``.
+
+    Stepped per optimiser step, so short runs and large batches get a smooth schedule. The
+    warmup is capped at the run length, so a 2-epoch smoke run with a 10-epoch warmup still runs.
+    """
+    _check_steps(total_steps, steps_per_epoch)
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+    warmup_steps = min(int(round(warmup_epochs * steps_per_epoch)), total_steps)
+
+    def factor(step: int) -> float:
+        return cosine_warmup_schedule(
+            min(step, total_steps),
+            max_steps=total_steps,
+            start_value=1.0,
+            end_value=min_lr_ratio,
+            warmup_steps=warmup_steps,
+            warmup_start_value=0.0 if warmup_steps else 1.0,
+        )
+
+    return LambdaLR(optimizer, factor)
+
+
+def constant(optimizer: Optimizer, *, total_steps: int, steps_per_epoch: int) -> LambdaLR:
+    """The configured learning rate for every step (a baseline for schedule ablations)."""
+    _check_steps(total_steps, steps_per_epoch)
+    return LambdaLR(optimizer, lambda step: 1.0)
+
+
+def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+    """Split parameters into a decayed group and one without decay for biases and norm layers.
+
+    Decaying BatchNorm scales and biases hurts SSL training, and LARS skips its trust-ratio
+    scaling for groups whose weight decay is zero, which is what those parameters need.
+    """
+    decay, no_decay = [], []
+    for module in modules:
+        for param in module.parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups

@@ -1,0 +1,191 @@
+"""The pieces both entry points share: build from config, evaluate, write ``results.json``.
+
+``sslkit-train`` and ``sslkit-eval`` call these same functions, so a checkpoint evaluated later
+goes through exactly the protocol its training run ended with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import sslkit
+from sslkit.eval import ProtocolResult, extract_features, run_protocols
+from sslkit.methods.base import SSLMethod
+from sslkit.models.backbones import Backbone
+
+BASELINES = ("raw_pixels", "random_init")
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The DataModule of ``cfg.data`` with the view pipeline of ``cfg.augment``."""
+    return instantiate(cfg.data, augment=instantiate(cfg.augment))
+
+
+def build_backbone(cfg: DictConfig, in_channels: int) -> Backbone:
+    """The backbone of ``cfg.backbone``; input channels follow the dataset."""
+    return instantiate(cfg.backbone, in_channels=in_channels)
+
+
+def build_method(cfg: DictConfig, datamodule: Any) -> SSLMethod:
+    """The method of ``cfg.method`` around a fresh backbone, with optimiser and schedule."""
+    return instantiate(
+        cfg.method,
+        backbone=build_backbone(cfg, datamodule.in_channels),
+        optimizer=instantiate(cfg.optim),
+        schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
+        num_classes=datamodule.num_classes,
+        multilabel=datamodule.multilabel,
+        batch_size=cfg.data.batch_size,
+    )
+
+
+def resolve_device(name: str, fallback: torch.device | None = None) -> torch.device:
+    """``auto`` -> the trainer's device (or CUDA when present); anything else as given."""
+    if name != "auto":
+        return torch.device(name)
+    if fallback is not None:
+        return fallback
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate_encoder(
+    encoder: nn.Module, datamodule: Any, eval_cfg: DictConfig, device: torch.device
+) -> ProtocolResult:
+    """Frozen features of the un-augmented train/test splits -> the configured protocols."""
+    if eval_cfg.get("knn") is None and eval_cfg.get("linear") is None:
+        raise ValueError("no evaluation protocol selected: use eval=[knn,linear] (or one of them)")
+    datamodule.setup("fit")
+    train_features, train_labels = extract_features(
+        encoder, datamodule.eval_dataloader("train"), device
+    )
+    test_features, test_labels = extract_features(
+        encoder, datamodule.eval_dataloader("test"), device
+    )
+    return run_protocols(
+        train_features,
+        train_labels,
+        test_features,
+        test_labels,
+        num_classes=datamodule.num_classes,
+        multilabel=datamodule.multilabel,
+        knn=instantiate(eval_cfg.knn) if eval_cfg.get("knn") else None,
+        linear=instantiate(eval_cfg.linear) if eval_cfg.get("linear") else None,
+        device=str(device),
+    )
+
+
+def baseline_encoder(name: str, cfg: DictConfig, datamodule: Any) -> nn.Module:
+    """Reference encoders: flattened pixels, or the same backbone at its seeded random init."""
+    if name == "raw_pixels":
+        return nn.Flatten()
+    if name == "random_init":
+        torch.manual_seed(cfg.seed)
+        return build_backbone(cfg, datamodule.in_channels)
+    raise ValueError(f"unknown baseline {name!r}; choose from {list(BASELINES)}")
+
+
+def evaluate_baselines(
+    cfg: DictConfig, datamodule: Any, device: torch.device
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Metrics and wall time of every baseline listed in ``cfg.baselines``."""
+    metrics, timings = {}, {}
+    for name in cfg.get("baselines") or []:
+        start = time.perf_counter()
+        result = evaluate_encoder(baseline_encoder(name, cfg, datamodule), datamodule, cfg.eval, device)
+        metrics[name] = result.metrics
+        timings[name] = time.perf_counter() - start
+    return metrics, timings
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write JSON via a temporary file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def build_results(
+    cfg: DictConfig,
+    *,
+    method: str,
+    datamodule: Any,
+    result: ProtocolResult,
+    encoder: str,
+    baselines: Mapping[str, Mapping[str, float]],
+    timings: Mapping[str, Any],
+    checkpoint: str | None,
+) -> dict[str, Any]:
+    """The ``results.json`` document: what ran, on what, under which protocol, and the numbers."""
+    return {
+        "method": method,
+        "dataset": datamodule.name,
+        "backbone": OmegaConf.select(cfg, "backbone._target_", default=None),
+        "encoder": encoder,
+        "protocol": {**result.protocol, "features": f"{encoder} backbone, pooled, frozen"},
+        "metrics": result.metrics,
+        "per_class": result.per_class,
+        "class_names": list(datamodule.class_names),
+        "baselines": dict(baselines),
+        "timings": {**timings, **{f"eval_{k}_s": v for k, v in result.timings.items()}},
+        "checkpoint": checkpoint,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "sslkit": sslkit.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def results_table(results: Mapping[str, Any]) -> str:
+    """A plain-text table: one row per baseline and one for the evaluated encoder."""
+    columns = [
+        ("kNN@20", "knn/top1@20"),
+        ("kNN@200", "knn/top1@200"),
+        ("linear top-1", "linear/top1"),
+        ("linear macro-F1", "linear/macro_f1"),
+    ]
+    timings = results.get("timings", {})
+    rows = [
+        (name.replace("_", " "), metrics, timings.get("baselines", {}).get(name))
+        for name, metrics in results.get("baselines", {}).items()
+    ]
+    rows.append((f"{results['method']} ({results['encoder']})", results["metrics"], timings.get("total_s")))
+    header = ["encoder"] + [title for title, _ in columns] + ["wall time"]
+    lines = [header]
+    for name, metrics, seconds in rows:
+        cells = [name]
+        for _, key in columns:
+            value = metrics.get(key)
+            cells.append("-" if value is None else f"{100 * value:.1f}")
+        cells.append("-" if seconds is None else f"{seconds:.0f} s")
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)

@@ -1,0 +1,64 @@
+"""Shared fixtures: compose the real configs, shrunk to run in seconds on a CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from sslkit.config import config_dir, register_configs
+
+# Tiny synthetic data and a tiny convnet: a full pretrain + evaluate cycle in a few seconds.
+TINY = [
+    "data=synthetic",
+    "data.source.num_train=128",
+    "data.source.num_test=64",
+    "data.source.image_size=16",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "data.num_workers=0",
+    "backbone=convnet",
+    "backbone.widths=[8,16]",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=csv",
+    "eval.knn.k=[5,20]",
+    "eval.linear.epochs=5",
+]
+
+
+def compose_config(
+    name: str, overrides: Sequence[str], output_dir: Path | None = None
+) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with overrides, as ``sslkit-train`` would (Hydra settings too)."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.hydra.job.num = 0
+    return cfg
+
+
+@pytest.fixture
+def hydra_run(tmp_path: Path) -> Iterator[callable]:
+    """Compose a config into ``tmp_path`` and make it the current Hydra run."""
+
+    def make(name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+        cfg = compose_config(name, overrides, tmp_path)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg.hydra
+        return cfg
+
+    yield make
+    GlobalHydra.instance().clear()
