@@ -27,7 +27,9 @@ def test_simclr_step_updates_backbone_and_loss_is_finite(hydra_run) -> None:
     assert loss.ndim == 0 and math.isfinite(loss.item())
     loss.backward()
     optimizer.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, method.backbone.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, method.backbone.parameters(), strict=True)
+    )
     assert method.forward_features(views[0]).shape == (len(labels), method.backbone.feature_dim)
 
 

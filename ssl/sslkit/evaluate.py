@@ -1,6 +1,6 @@
 """``sslkit-eval``: evaluate a pretraining checkpoint with the named protocols.
 
-    sslkit-eval ckpt_path=outputs/pretrain/<run>/checkpoints/last.ckpt eval=[knn]
+sslkit-eval ckpt_path=outputs/pretrain/<run>/checkpoints/last.ckpt eval=[knn]
 """
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sslkit.config import config_dir, register_configs
-from sslkit.loggers import log_summary
 from sslkit.models.backbones import describe
 from sslkit.pipeline import (
     build_datamodule,
     build_method,
-    build_results,
-    evaluate_baselines,
-    evaluate_encoder,
+    evaluate_and_report,
     resolve_device,
-    results_table,
-    write_json_atomic,
 )
 from sslkit.train import run_and_report
 
@@ -39,7 +34,9 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     """Read a checkpoint written by ``sslkit-train``, refusing files it did not write."""
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"checkpoint {file} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise FileNotFoundError(
+            f"checkpoint {file} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt"
+        )
     checkpoint = torch.load(file, map_location="cpu", weights_only=False)
     if "sslkit_config" not in checkpoint:
         raise ValueError(f"{file} holds no sslkit run config; was it written by sslkit-train?")
@@ -73,28 +70,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{describe(method.backbone)}; evaluate with the backbone it was trained with"
         )
     method.load_state_dict(checkpoint["state_dict"])
-    encoders = method.evaluation_encoders()
-    if cfg.eval.encoder not in encoders:
-        raise ValueError(f"eval.encoder={cfg.eval.encoder!r} is not offered by {type(method).__name__}; choose from {sorted(encoders)}")
-    device = resolve_device(cfg.eval.device)
-    result = evaluate_encoder(encoders[cfg.eval.encoder].to(device), datamodule, run_cfg.eval, device)
-    eval_s = time.perf_counter() - start
-    baselines, baseline_s = evaluate_baselines(run_cfg, datamodule, device)
-    results = build_results(
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    return evaluate_and_report(
         run_cfg,
-        method=type(method).__name__,
+        method=method,
         datamodule=datamodule,
-        result=result,
-        encoder=cfg.eval.encoder,
-        baselines=baselines,
-        timings={"eval_s": eval_s, "total_s": eval_s, "baselines": baseline_s},
+        output_dir=output_dir,
+        device=resolve_device(cfg.eval.device),
+        logger=logger,
+        timings={"load_s": time.perf_counter() - start},
         checkpoint=str(Path(cfg.ckpt_path).resolve()),
     )
-    write_json_atomic(output_dir / "results.json", results)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    log_summary(logger, result.metrics)
-    print(f"\n{results_table(results)}\n\nresults: {output_dir / 'results.json'}")
-    return results
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

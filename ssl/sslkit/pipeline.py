@@ -24,6 +24,7 @@ from torch import nn
 
 import sslkit
 from sslkit.eval import ProtocolResult, extract_features, run_protocols
+from sslkit.loggers import log_summary
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone
 
@@ -105,7 +106,9 @@ def evaluate_baselines(
     metrics, timings = {}, {}
     for name in cfg.get("baselines") or []:
         start = time.perf_counter()
-        result = evaluate_encoder(baseline_encoder(name, cfg, datamodule), datamodule, cfg.eval, device)
+        result = evaluate_encoder(
+            baseline_encoder(name, cfg, datamodule), datamodule, cfg.eval, device
+        )
         metrics[name] = result.metrics
         timings[name] = time.perf_counter() - start
     return metrics, timings
@@ -162,6 +165,51 @@ def build_results(
     }
 
 
+def evaluate_and_report(
+    cfg: DictConfig,
+    *,
+    method: SSLMethod,
+    datamodule: Any,
+    output_dir: Path,
+    device: torch.device,
+    logger: Any,
+    timings: Mapping[str, Any],
+    checkpoint: str | None,
+) -> dict[str, Any]:
+    """Evaluate a method's chosen encoder and the baselines, then write and print the results.
+
+    Both entry points end here, so a checkpoint evaluated later goes through exactly the steps
+    its training run ended with. Method-specific measurements (``SSLMethod.extra_evaluation``,
+    e.g. reconstruction error) join the metrics.
+    """
+    encoders = method.evaluation_encoders()
+    if cfg.eval.encoder not in encoders:
+        raise ValueError(
+            f"eval.encoder={cfg.eval.encoder!r} is not offered by {type(method).__name__}; "
+            f"choose from {sorted(encoders)}"
+        )
+    start = time.perf_counter()
+    result = evaluate_encoder(encoders[cfg.eval.encoder].to(device), datamodule, cfg.eval, device)
+    result.metrics.update(method.extra_evaluation(datamodule, output_dir, device))
+    eval_s = time.perf_counter() - start
+    baselines, baseline_s = evaluate_baselines(cfg, datamodule, device)
+    total_s = timings.get("pretrain_s", 0.0) + eval_s
+    results = build_results(
+        cfg,
+        method=type(method).__name__,
+        datamodule=datamodule,
+        result=result,
+        encoder=cfg.eval.encoder,
+        baselines=baselines,
+        timings={**timings, "eval_s": eval_s, "total_s": total_s, "baselines": baseline_s},
+        checkpoint=checkpoint,
+    )
+    write_json_atomic(output_dir / "results.json", results)
+    log_summary(logger, result.metrics)
+    print(f"\n{results_table(results)}\n\nresults: {output_dir / 'results.json'}")
+    return results
+
+
 def results_table(results: Mapping[str, Any]) -> str:
     """A plain-text table: one row per baseline and one for the evaluated encoder."""
     columns = [
@@ -175,7 +223,9 @@ def results_table(results: Mapping[str, Any]) -> str:
         (name.replace("_", " "), metrics, timings.get("baselines", {}).get(name))
         for name, metrics in results.get("baselines", {}).items()
     ]
-    rows.append((f"{results['method']} ({results['encoder']})", results["metrics"], timings.get("total_s")))
+    rows.append(
+        (f"{results['method']} ({results['encoder']})", results["metrics"], timings.get("total_s"))
+    )
     header = ["encoder"] + [title for title, _ in columns] + ["wall time"]
     lines = [header]
     for name, metrics, seconds in rows:
@@ -186,6 +236,6 @@ def results_table(results: Mapping[str, Any]) -> str:
         cells.append("-" if seconds is None else f"{seconds:.0f} s")
         lines.append(cells)
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in lines]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)

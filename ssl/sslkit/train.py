@@ -1,7 +1,7 @@
 """``sslkit-train``: compose the config, pretrain, evaluate, write ``results.json``.
 
-    sslkit-train experiment=simclr_resnet18_fashion_mnist trainer.max_epochs=20
-    python -m sslkit.train -m method.temperature=0.1,0.2 seed=0,1
+sslkit-train experiment=simclr_resnet18_fashion_mnist trainer.max_epochs=20
+python -m sslkit.train -m method.temperature=0.1,0.2 seed=0,1
 """
 
 from __future__ import annotations
@@ -20,16 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
 from sslkit.config import config_dir, register_configs
-from sslkit.loggers import log_summary
 from sslkit.pipeline import (
     build_datamodule,
     build_method,
-    build_results,
-    evaluate_baselines,
-    evaluate_encoder,
+    evaluate_and_report,
     resolve_device,
-    results_table,
-    write_json_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -42,7 +37,9 @@ class StoreConfig(Callback):
     def __init__(self, cfg: DictConfig) -> None:
         self.config = OmegaConf.to_container(cfg, resolve=True)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         checkpoint["sslkit_config"] = self.config
 
 
@@ -56,12 +53,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     checkpoints = output_dir / "checkpoints"
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_last=True),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_last=True,
+        ),
         StoreConfig(cfg),
     ]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+    trainer = instantiate(
+        cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir)
+    )
     last = checkpoints / "last.ckpt"
     resume_from = str(last) if cfg.resume and last.is_file() else None
     if resume_from:
@@ -71,27 +75,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
 
-    encoders = method.evaluation_encoders()
-    if cfg.eval.encoder not in encoders:
-        raise ValueError(f"eval.encoder={cfg.eval.encoder!r} is not offered by {type(method).__name__}; choose from {sorted(encoders)}")
     device = resolve_device(cfg.eval.device, trainer.strategy.root_device)
-    eval_start = time.perf_counter()
-    result = evaluate_encoder(encoders[cfg.eval.encoder], datamodule, cfg.eval, device)
-    eval_s = time.perf_counter() - eval_start
-    baselines, baseline_s = evaluate_baselines(cfg, datamodule, device)
-    results = build_results(
+    results = evaluate_and_report(
         cfg,
-        method=type(method).__name__,
+        method=method,
         datamodule=datamodule,
-        result=result,
-        encoder=cfg.eval.encoder,
-        baselines=baselines,
-        timings={"pretrain_s": pretrain_s, "eval_s": eval_s, "total_s": pretrain_s + eval_s, "baselines": baseline_s},
+        output_dir=output_dir,
+        device=device,
+        logger=logger,
+        timings={"pretrain_s": pretrain_s},
         checkpoint=str(last) if last.is_file() else None,
     )
-    write_json_atomic(output_dir / "results.json", results)
-    log_summary(logger, result.metrics)
-    print(f"\n{results_table(results)}\n\nresults: {output_dir / 'results.json'}")
     return results
 
 

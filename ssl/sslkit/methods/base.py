@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -83,6 +84,12 @@ class SSLMethod(pl.LightningModule):
         """Encoders that evaluation may pick by name (BYOL adds its teacher)."""
         return {"student": self.backbone}
 
+    def extra_evaluation(
+        self, datamodule: Any, output_dir: Path, device: torch.device
+    ) -> dict[str, float]:
+        """Method-specific measurements after pretraining (metrics; images go to output_dir)."""
+        return {}
+
     # ------------------------------------------------------------ online probe
     def online_probe_loss(self, features: Tensor, targets: Tensor) -> Tensor:
         """Loss of the online linear probe on detached features (zero without labels).
@@ -146,7 +153,11 @@ class SSLMethod(pl.LightningModule):
         if self.schedule_factory is None:
             return {"optimizer": optimizer}
         total_steps = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 1
+        )
         steps_per_epoch = max(1, math.ceil(total_steps / epochs))
         scheduler = self.schedule_factory(
             optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
@@ -161,7 +172,9 @@ class SSLMethod(pl.LightningModule):
         checkpoint["sslkit_backbone"] = describe(self.backbone)
 
 
-def split_views(views: list[Tensor] | tuple[Tensor, ...], expected: int, method: str) -> list[Tensor]:
+def split_views(
+    views: list[Tensor] | tuple[Tensor, ...], expected: int, method: str
+) -> list[Tensor]:
     """Check a batch carries the number of views a method needs, with a message that says why."""
     if len(views) != expected:
         raise ValueError(
