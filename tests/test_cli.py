@@ -53,7 +53,12 @@ def test_module_entry_point_reports_bad_override(tmp_path: Path) -> None:
 
 def test_missing_dataset_is_one_clear_message(tmp_path: Path) -> None:
     done = run(
-        [str(BIN / "sslkit-train"), "data=cifar10", f"data.source.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        [
+            str(BIN / "sslkit-train"),
+            "data=cifar10",
+            f"data.source.root={tmp_path / 'nowhere'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
         cwd=tmp_path,
     )
     assert done.returncode == 1
@@ -63,6 +68,13 @@ def test_missing_dataset_is_one_clear_message(tmp_path: Path) -> None:
 
 
 def test_eval_refuses_missing_checkpoint(tmp_path: Path) -> None:
-    done = run([str(BIN / "sslkit-eval"), f"ckpt_path={tmp_path / 'none.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"], cwd=tmp_path)
+    done = run(
+        [
+            str(BIN / "sslkit-eval"),
+            f"ckpt_path={tmp_path / 'none.ckpt'}",
+            f"hydra.run.dir={tmp_path / 'e'}",
+        ],
+        cwd=tmp_path,
+    )
     assert done.returncode == 1
     assert "none.ckpt" in done.stderr and "does not exist" in done.stderr

@@ -17,7 +17,11 @@ GROUPS = ["data", "augment", "backbone", "method", "optim", "schedule", "trainer
 
 
 def test_presets_exist() -> None:
-    assert {"simclr_convnet_synthetic", "simclr_resnet18_fashion_mnist", "simclr_resnet18_cifar10"} <= set(PRESETS)
+    assert {
+        "simclr_convnet_synthetic",
+        "simclr_resnet18_fashion_mnist",
+        "simclr_resnet18_cifar10",
+    } <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -51,7 +55,13 @@ def test_typo_in_override_fails_at_compose_time() -> None:
 
 @pytest.mark.parametrize(
     "override",
-    ["data.batch_size=big", "trainer.max_epochs=ten", "optim.lr=fast", "eval.knn.temperature=warm", "seed=one"],
+    [
+        "data.batch_size=big",
+        "trainer.max_epochs=ten",
+        "optim.lr=fast",
+        "eval.knn.temperature=warm",
+        "seed=one",
+    ],
 )
 def test_wrong_type_fails_at_compose_time(override: str) -> None:
     with pytest.raises((ConfigCompositionException, ValidationError, ConfigKeyError)) as info:

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from lightly.loss import NTXentLoss
+
 from sslkit.distributed import gather_with_grad, is_distributed, rank, world_size
 from sslkit.losses import info_nce
 

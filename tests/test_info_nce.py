@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 from lightly.loss import NTXentLoss
+
 from sslkit.losses import info_nce
 
 

@@ -1,0 +1,42 @@
+"""Datasets (sources), synthetic shapes and the DataModule that turns them into loaders."""
+
+from sslkit.data.datamodule import SSLDataModule, TransformedDataset, class_counts
+from sslkit.data.sources import (
+    CIFAR10,
+    CIFAR100,
+    SPLITS,
+    STL10,
+    ArrayDataset,
+    CorruptDataError,
+    DatasetNotFoundError,
+    DatasetSource,
+    FashionMNIST,
+    FolderDataset,
+    ImageFolder,
+    LabelledDataset,
+    read_idx,
+    stratified_split,
+)
+from sslkit.data.synthetic import SHAPE_NAMES, SyntheticShapes
+
+__all__ = [
+    "CIFAR10",
+    "CIFAR100",
+    "SHAPE_NAMES",
+    "SPLITS",
+    "STL10",
+    "ArrayDataset",
+    "CorruptDataError",
+    "DatasetNotFoundError",
+    "DatasetSource",
+    "FashionMNIST",
+    "FolderDataset",
+    "ImageFolder",
+    "LabelledDataset",
+    "SSLDataModule",
+    "SyntheticShapes",
+    "TransformedDataset",
+    "class_counts",
+    "read_idx",
+    "stratified_split",
+]

@@ -1,0 +1,226 @@
+"""The LightningDataModule shared by every method: augmented views for pretraining and
+un-augmented images for evaluation, both built from one dataset source."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from sslkit.augment.views import ViewFactory, eval_transform
+from sslkit.data.sources import UNLABELED, DatasetSource, LabelledDataset, check_split
+
+log = logging.getLogger(__name__)
+
+
+class TransformedDataset(Dataset):
+    """Applies ``transform`` to the image of each ``(image, label)`` item of ``dataset``."""
+
+    def __init__(self, dataset: LabelledDataset, transform: Callable[[Image.Image], Any]) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.targets = dataset.targets
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+def class_counts(targets: Sequence[int], num_classes: int) -> np.ndarray:
+    """Images per class; unlabelled items (label -1) are not counted.
+
+    Raises a ValueError for labels outside ``[0, num_classes)``, which means the source's
+    ``num_classes`` does not match its data.
+    """
+    labels = np.asarray(targets, dtype=np.int64)
+    labels = labels[labels != UNLABELED]
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"Labels range from {labels.min()} to {labels.max()}, but the source declares "
+            f"num_classes={num_classes}."
+        )
+    return np.bincount(labels, minlength=num_classes)
+
+
+class SSLDataModule(pl.LightningDataModule):
+    """Pretraining and evaluation loaders for one dataset source.
+
+    - ``train_dataloader``: shuffled ``(views, labels)`` batches, ``views`` a list of
+      (B, C, H, W) tensors made by ``augment(image_size=, mean=, std=, in_channels=)``.
+    - ``eval_dataloader(split)``: un-augmented, normalised ``(images, labels)`` in a fixed
+      order, labelled images only; ``val_dataloader`` is the test split (online probe).
+
+    With ``drop_last`` the last incomplete training batch is dropped (contrastive losses
+    depend on the batch size); a train split smaller than one batch is an error rather than
+    a silently smaller batch, so the effective batch size is always the configured one.
+    Class counts of the train split are logged, and a warning is raised when the largest
+    class outnumbers the smallest by more than ``imbalance_warn_ratio`` (``inf`` disables it).
+    """
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        augment: ViewFactory,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        drop_last: bool = True,
+        imbalance_warn_ratio: float = 10.0,
+    ) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{key} must be a positive integer, got {value!r}.")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"data.num_workers must be an integer >= 0, got {num_workers!r}.")
+        if not imbalance_warn_ratio >= 1.0:
+            raise ValueError(
+                f"data.imbalance_warn_ratio must be >= 1 (inf disables the warning), "
+                f"got {imbalance_warn_ratio!r}."
+            )
+        if not callable(getattr(source, "build", None)):
+            raise TypeError(f"source must be a dataset source with build(split), got {source!r}.")
+        if not callable(augment):
+            raise TypeError(
+                f"augment must be a view factory such as sslkit.augment.simclr_views, got "
+                f"{augment!r}."
+            )
+        self.source = source
+        self.augment = augment
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.drop_last = bool(drop_last)
+        self.imbalance_warn_ratio = float(imbalance_warn_ratio)
+        self._datasets: dict[str, LabelledDataset] = {}
+
+    # Properties of the source, so that models and evaluation need only the DataModule.
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.source.in_channels
+
+    @property
+    def image_size(self) -> int:
+        return self.source.image_size
+
+    @property
+    def multilabel(self) -> bool:
+        return self.source.multilabel
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.source.class_names)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.source.mean)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.source.std)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Builds the train and test splits once; later calls are no-ops."""
+        if self._datasets:
+            return
+        train, test = self.source.build("train"), self.source.build("test")
+        self._datasets = {"train": train, "test": test}
+        self._report_class_counts(train.targets)
+
+    def dataset(self, split: str) -> LabelledDataset:
+        """The raw ``(PIL image, label)`` dataset of a split (builds the splits if needed)."""
+        check_split(split)
+        self.setup()
+        return self._datasets[split]
+
+    def _report_class_counts(self, targets: Sequence[int]) -> None:
+        counts = class_counts(targets, self.num_classes)
+        names = self.class_names
+        unlabeled = len(targets) - int(counts.sum())
+        log.info(
+            "%s train split: %d labelled images%s; per class: %s",
+            self.name,
+            int(counts.sum()),
+            f" and {unlabeled} unlabelled" if unlabeled else "",
+            ", ".join(f"{n}={c}" for n, c in zip(names, counts.tolist(), strict=True)),
+        )
+        smallest, largest = int(counts.argmin()), int(counts.argmax())
+        ratio = counts[largest] / counts[smallest] if counts[smallest] else math.inf
+        if counts.sum() == 0 or ratio <= self.imbalance_warn_ratio:
+            return
+        if counts[smallest] == 0:
+            empty = [n for n, c in zip(names, counts, strict=True) if c == 0]
+            problem = f"classes with no training images: {', '.join(empty)}"
+        else:
+            problem = (
+                f"class {names[largest]!r} has {counts[largest]} images and {names[smallest]!r} "
+                f"only {counts[smallest]} (ratio {ratio:.1f} > {self.imbalance_warn_ratio:g})"
+            )
+        message = (
+            f"The {self.name} train split is imbalanced: {problem}. Top-1 accuracy is then "
+            "dominated by the large classes; compare macro-averaged metrics, or rebalance the "
+            "data. Set data.imbalance_warn_ratio=inf to silence this warning."
+        )
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and self.drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled pretraining batches ``(views, labels)``; label -1 marks unlabelled images."""
+        train = self.dataset("train")
+        if self.drop_last and len(train) < self.batch_size:
+            raise ValueError(
+                f"The {self.name} train split has {len(train)} images, fewer than "
+                f"data.batch_size={self.batch_size}, so drop_last would leave no batch. Set "
+                f"data.batch_size to at most {len(train)} or data.drop_last=false."
+            )
+        views = self.augment(
+            image_size=self.image_size, mean=self.mean, std=self.std, in_channels=self.in_channels
+        )
+        return self._loader(TransformedDataset(train, views), self.batch_size, train=True)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Un-augmented, normalised ``(images, labels)`` of a split's labelled images, in a
+        fixed order, for feature extraction (kNN, linear probe) and validation."""
+        dataset = self.dataset(split)
+        transform = eval_transform(
+            image_size=self.image_size, mean=self.mean, std=self.std, in_channels=self.in_channels
+        )
+        labelled: Dataset = TransformedDataset(dataset, transform)
+        targets = np.asarray(dataset.targets)
+        if (targets == UNLABELED).any():
+            labelled = Subset(labelled, np.flatnonzero(targets != UNLABELED).tolist())
+        return self._loader(labelled, self.eval_batch_size, train=False)
+
+    def val_dataloader(self) -> DataLoader:
+        """The test split, un-augmented: what the online linear probe is monitored on."""
+        return self.eval_dataloader("test")

@@ -1,0 +1,543 @@
+"""Dataset sources: what a dataset is (classes, channels, size, statistics) and how to build
+its splits.
+
+A source is cheap to construct and touches the disk only in ``build``, so composing a config
+never reads data. Every split is a dataset of ``(PIL image, int label)`` with a ``targets``
+list that is read without decoding images (class counts, stratification, labelled subsets).
+Label ``-1`` marks an unlabelled image (STL-10's unlabelled set).
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "test")
+UNLABELED = -1
+
+# Where Debian's `dataset-fashion-mnist` package installs the four gzip idx files.
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where the config says; the message says how to get them."""
+
+
+class CorruptDataError(ValueError):
+    """A dataset file exists but cannot be read; the message names the file."""
+
+
+class LabelledDataset(Protocol):
+    """What every split offers: ``(PIL image, label)`` items and the labels up front."""
+
+    targets: Sequence[int]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]: ...
+
+
+def check_split(split: str) -> str:
+    """Returns ``split`` if it is a known split name, else raises a ValueError listing them."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
+    return split
+
+
+class DatasetSource(ABC):
+    """Describes one dataset and builds its splits; subclasses set the attributes below."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    multilabel: bool = False
+    class_names: list[str]
+
+    @abstractmethod
+    def build(self, split: str) -> LabelledDataset:
+        """The ``train`` or ``test`` split as ``(PIL image, int label)`` items."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class ArrayDataset(Dataset):
+    """Images held in one uint8 array, (N, H, W) grayscale or (N, H, W, 3) RGB.
+
+    One array instead of N PIL images keeps memory compact and makes the dataset cheap to
+    pickle into DataLoader worker processes.
+    """
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int]) -> None:
+        if images.dtype != np.uint8 or not (
+            images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)
+        ):
+            raise ValueError(
+                "images must be a uint8 array of shape (N, H, W) or (N, H, W, 3), got "
+                f"{images.dtype} {images.shape}."
+            )
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels.")
+        self.images = images
+        self.targets = [int(t) for t in targets]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(np.ascontiguousarray(self.images[index])), self.targets[index]
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+_FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Reads an idx file of unsigned bytes (gzip-compressed if it ends in .gz).
+
+    Checks the magic number, the number of dimensions and the payload length, so that a
+    truncated download or a wrong file fails here with the file's name instead of later as
+    garbage pixels.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise CorruptDataError(
+            f"Cannot read {path}: {err}. The file is damaged; delete it and fetch it again."
+        ) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
+        raise CorruptDataError(
+            f"{path} is not an idx file of {ndim}-d unsigned bytes (magic number "
+            f"{raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}). The file is damaged or "
+            "not what its name says; delete it and fetch it again."
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise CorruptDataError(f"{path} is truncated: its header is incomplete.")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise CorruptDataError(
+            f"{path} holds {len(raw)} bytes but its header {shape} needs {expected}: the file "
+            "is truncated or damaged; delete it and fetch it again."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_file(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class FashionMNIST(DatasetSource):
+    """Fashion-MNIST: 70k 28x28 grayscale clothing images, 10 classes (60k train, 10k test).
+
+    Reads the four standard idx files (gzip or plain) from ``root`` or ``root/FashionMNIST/raw``
+    (torchvision's layout), else from Debian's ``dataset-fashion-mnist`` package. With
+    ``download=True`` and no local copy, torchvision fetches them into ``root``.
+    """
+
+    name = "fashion_mnist"
+    num_classes = 10
+    in_channels = 1
+    image_size = 28
+    # Statistics of the 60k training images.
+    mean = (0.2860,)
+    std = (0.3530,)
+    class_names = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
+
+    def __init__(self, root: str | Path | None = None, download: bool = False) -> None:
+        self.root = Path(root).expanduser() if root is not None else None
+        self.download = bool(download)
+
+    def _candidate_dirs(self) -> list[Path]:
+        local = [self.root, self.root / "FashionMNIST" / "raw"] if self.root else []
+        return [*local, DEBIAN_FASHION_MNIST_DIR]
+
+    def _locate(self) -> Path | None:
+        stems = [stem for pair in _FASHION_MNIST_FILES.values() for stem in pair]
+        for directory in self._candidate_dirs():
+            if all(_find_file(directory, stem) for stem in stems):
+                return directory
+        return None
+
+    def _fetch(self) -> Path:
+        from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+
+        root = self.root or Path("data")
+        try:
+            TorchvisionFashionMNIST(str(root), train=True, download=True)
+            TorchvisionFashionMNIST(str(root), train=False, download=True)
+        except (RuntimeError, OSError) as err:
+            raise DatasetNotFoundError(
+                f"Downloading Fashion-MNIST into {root.resolve()} failed ({err}). Install it "
+                "offline with `apt-get install dataset-fashion-mnist`, or copy the four "
+                "*-idx*-ubyte.gz files there and set data.source.root to that folder."
+            ) from None
+        return root / "FashionMNIST" / "raw"
+
+    @cached_property
+    def directory(self) -> Path:
+        """The folder the idx files are read from (found on first use)."""
+        found = self._locate()
+        if found is not None:
+            return found
+        if self.download:
+            return self._fetch()
+        looked = ", ".join(str(d) for d in self._candidate_dirs())
+        raise DatasetNotFoundError(
+            "Fashion-MNIST not found: looked for train-images-idx3-ubyte.gz, "
+            "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
+            f"in {looked}. Install it with `apt-get install dataset-fashion-mnist`, let "
+            "torchvision download it with data.source.download=true, or set "
+            "data.source.root=DIR to a folder that holds these files."
+        )
+
+    def _path(self, stem: str) -> Path:
+        path = _find_file(self.directory, stem)
+        if path is None:
+            raise DatasetNotFoundError(f"{stem}.gz is missing from {self.directory}.")
+        return path
+
+    def build(self, split: str) -> ArrayDataset:
+        images_stem, labels_stem = _FASHION_MNIST_FILES[check_split(split)]
+        images_path, labels_path = self._path(images_stem), self._path(labels_stem)
+        images = read_idx(images_path, ndim=3)
+        labels = read_idx(labels_path, ndim=1)
+        if len(images) != len(labels):
+            raise CorruptDataError(
+                f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} "
+                "labels; one of them is from another dataset or damaged."
+            )
+        if labels.size and labels.max() >= self.num_classes:
+            raise CorruptDataError(
+                f"{labels_path} holds label {int(labels.max())}, but Fashion-MNIST has "
+                f"{self.num_classes} classes; the file is damaged or from another dataset."
+            )
+        return ArrayDataset(images, labels.tolist())
+
+
+# ------------------------------------------------------------------ torchvision-backed sources
+
+
+def open_torchvision(make: Callable[[], Any], *, title: str, location: Path) -> Any:
+    """Runs a torchvision dataset constructor, turning its "not found" into one clear error."""
+    try:
+        return make()
+    except RuntimeError as err:
+        if "not found" not in str(err).lower():
+            raise
+        raise DatasetNotFoundError(
+            f"{title} not found (or incomplete) in {location.resolve()}. Download it with "
+            "data.source.download=true, or set data.source.root=DIR (or the SSLKIT_DATA "
+            "environment variable) to the folder that holds it."
+        ) from None
+
+
+class CIFAR10(DatasetSource):
+    """CIFAR-10: 60k 32x32 RGB images of 10 object classes (50k train, 10k test)."""
+
+    name = "cifar10"
+    num_classes = 10
+    in_channels = 3
+    image_size = 32
+    title = "CIFAR-10"
+    folder = "cifar-10-batches-py"
+    # Statistics of the 50k training images.
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+    class_names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+
+    def __init__(self, root: str | Path = "data", download: bool = False) -> None:
+        self.root = Path(root).expanduser()
+        self.download = bool(download)
+
+    def _torchvision_class(self) -> Any:
+        from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
+
+        return TorchvisionCIFAR10
+
+    def build(self, split: str) -> ArrayDataset:
+        train = check_split(split) == "train"
+        dataset_class = self._torchvision_class()
+        dataset = open_torchvision(
+            lambda: dataset_class(str(self.root), train=train, download=self.download),
+            title=self.title,
+            location=self.root / self.folder,
+        )
+        return ArrayDataset(dataset.data, dataset.targets)
+
+
+class CIFAR100(CIFAR10):
+    """CIFAR-100: 60k 32x32 RGB images of 100 fine-grained classes (50k train, 10k test)."""
+
+    name = "cifar100"
+    num_classes = 100
+    title = "CIFAR-100"
+    folder = "cifar-100-python"
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
+    # fmt: off
+    class_names = [
+        "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+        "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+        "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+        "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest",
+        "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower",
+        "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+        "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
+        "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit",
+        "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
+        "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower",
+        "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor", "train",
+        "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+    ]
+    # fmt: on
+
+    def _torchvision_class(self) -> Any:
+        from torchvision.datasets import CIFAR100 as TorchvisionCIFAR100
+
+        return TorchvisionCIFAR100
+
+
+class STL10(DatasetSource):
+    """STL-10: 96x96 RGB images of 10 classes (5k train, 8k test, 100k unlabelled).
+
+    With ``unlabeled=True`` the train split also holds the 100k unlabelled images (label -1),
+    the setting STL-10 was made for; evaluation loaders keep only the labelled images.
+    """
+
+    name = "stl10"
+    num_classes = 10
+    in_channels = 3
+    image_size = 96
+    # Statistics of the 5k labelled training images.
+    mean = (0.4467, 0.4398, 0.4066)
+    std = (0.2603, 0.2566, 0.2713)
+    class_names = [
+        "airplane",
+        "bird",
+        "car",
+        "cat",
+        "deer",
+        "dog",
+        "horse",
+        "monkey",
+        "ship",
+        "truck",
+    ]
+
+    def __init__(
+        self, root: str | Path = "data", download: bool = False, unlabeled: bool = False
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.download = bool(download)
+        self.unlabeled = bool(unlabeled)
+
+    def build(self, split: str) -> ArrayDataset:
+        from torchvision.datasets import STL10 as TorchvisionSTL10
+
+        torchvision_split = check_split(split)
+        if split == "train" and self.unlabeled:
+            torchvision_split = "train+unlabeled"
+        dataset = open_torchvision(
+            lambda: TorchvisionSTL10(
+                str(self.root), split=torchvision_split, download=self.download
+            ),
+            title="STL-10",
+            location=self.root / "stl10_binary",
+        )
+        # torchvision stores (N, C, H, W); a transposed view avoids copying 100k images.
+        return ArrayDataset(dataset.data.transpose(0, 2, 3, 1), dataset.labels.tolist())
+
+
+# ------------------------------------------------------------------------------- ImageFolder
+
+
+class FolderDataset(Dataset):
+    """Image files decoded on access, converted to RGB, shorter side resized to ``image_size``."""
+
+    def __init__(self, files: Sequence[Path], targets: Sequence[int], image_size: int) -> None:
+        self.files = list(files)
+        self.targets = [int(t) for t in targets]
+        self.image_size = int(image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path = self.files[index]
+        try:
+            with Image.open(path) as handle:
+                image = handle.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise CorruptDataError(
+                f"Cannot read image {path}: {err}. Remove or replace this file."
+            ) from None
+        scale = self.image_size / min(image.size)
+        if scale != 1.0:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        return image, self.targets[index]
+
+
+def _scan_classes(root: Path) -> dict[str, list[Path]]:
+    """Image files per class folder (non-hidden sub-folders of ``root``, sorted)."""
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"Image folder {root.resolve()} does not exist. Set data.source.root=DIR to a folder "
+            "with one sub-folder of images per class (DIR/<class>/<image>.png)."
+        )
+    classes = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        classes[folder.name] = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        )
+    if not any(classes.values()):
+        raise DatasetNotFoundError(
+            f"No images found in class sub-folders of {root.resolve()} (extensions: "
+            f"{', '.join(IMAGE_EXTENSIONS)}). The expected layout is DIR/<class>/<image>.png."
+        )
+    return classes
+
+
+def stratified_split(
+    targets: Sequence[int], test_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Deterministic per-class train/test split of indices.
+
+    Every class with at least two images keeps at least one on each side, so both splits
+    cover the classes that can be covered.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(targets)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_test = round(len(members) * test_fraction)
+        n_test = min(max(n_test, 1), len(members) - 1) if len(members) >= 2 else 0
+        test.extend(members[:n_test].tolist())
+        train.extend(members[n_test:].tolist())
+    return sorted(train), sorted(test)
+
+
+class ImageFolder(DatasetSource):
+    """Any folder of class folders (``root/<class>/<image>``), RGB at ``image_size``.
+
+    The test split comes from ``test_root`` (same class folder names) or, without one, from
+    a deterministic stratified split of ``root`` holding ``test_fraction`` of every class.
+    ``mean``/``std`` default to ImageNet's, the usual choice for natural photographs.
+    """
+
+    in_channels = 3
+
+    def __init__(
+        self,
+        root: str | Path,
+        test_root: str | Path | None = None,
+        image_size: int = 64,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        name: str | None = None,
+    ) -> None:
+        if test_root is None and not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+        if int(image_size) < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}.")
+        self.root = Path(root).expanduser()
+        self.test_root = Path(test_root).expanduser() if test_root is not None else None
+        self.image_size = int(image_size)
+        self.test_fraction = float(test_fraction)
+        self.seed = int(seed)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.name = name or self.root.name or "imagefolder"
+
+    @cached_property
+    def _train_files(self) -> dict[str, list[Path]]:
+        return _scan_classes(self.root)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class folder names under ``root``, sorted; the label is the index in this list."""
+        return list(self._train_files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _labelled(self, classes: dict[str, list[Path]]) -> tuple[list[Path], list[int]]:
+        index = {name: i for i, name in enumerate(self.class_names)}
+        unknown = sorted(set(classes) - set(index))
+        if unknown:
+            raise ValueError(
+                f"Test folder {self.test_root} has classes {unknown} that {self.root} lacks; "
+                "the two folders need the same class sub-folders."
+            )
+        files = [f for name, paths in classes.items() for f in paths]
+        targets = [index[name] for name, paths in classes.items() for _ in paths]
+        return files, targets
+
+    def build(self, split: str) -> FolderDataset:
+        check_split(split)
+        if self.test_root is not None:
+            classes = self._train_files if split == "train" else _scan_classes(self.test_root)
+            files, targets = self._labelled(classes)
+        else:
+            all_files, all_targets = self._labelled(self._train_files)
+            train, test = stratified_split(all_targets, self.test_fraction, self.seed)
+            chosen = train if split == "train" else test
+            files = [all_files[i] for i in chosen]
+            targets = [all_targets[i] for i in chosen]
+        return FolderDataset(files, targets, self.image_size)

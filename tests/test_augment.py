@@ -1,0 +1,99 @@
+"""View pipelines: shapes and channels for RGB and grayscale input, randomness, normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from sslkit.augment import eval_transform, no_views, simclr_views
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "augment"
+RGB_STATS = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "in_channels": 3}
+GRAY_STATS = {"mean": (0.3,), "std": (0.35,), "in_channels": 1}
+
+
+def _image(mode: str, size: int = 28, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+    return Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "stats", "channels"),
+    [("RGB", RGB_STATS, 3), ("L", GRAY_STATS, 1), ("RGBA", RGB_STATS, 3), ("RGB", GRAY_STATS, 1)],
+)
+def test_simclr_views_shapes_and_channels(mode, stats, channels):
+    # Strong settings so jitter, grayscale and blur all run on every view.
+    views = simclr_views(
+        image_size=24,
+        num_views=3,
+        cj_prob=1.0,
+        random_gray_scale=1.0,
+        gaussian_blur=1.0,
+        **stats,
+    )
+    torch.manual_seed(0)
+    for _ in range(5):
+        out = views(_image(mode))
+        assert len(out) == 3
+        for view in out:
+            assert view.shape == (channels, 24, 24)
+            assert view.dtype == torch.float32
+            assert torch.isfinite(view).all()
+
+
+@pytest.mark.parametrize(("mode", "stats"), [("RGB", RGB_STATS), ("L", GRAY_STATS)])
+def test_simclr_views_differ_from_each_other(mode, stats):
+    views = simclr_views(image_size=28, **stats)
+    torch.manual_seed(0)
+    a, b = views(_image(mode))
+    assert not torch.equal(a, b)
+
+
+def test_no_views_are_the_normalised_image():
+    image = Image.new("RGB", (16, 16), (255, 0, 51))
+    views = no_views(image_size=16, num_views=2, **RGB_STATS)
+    a, b = views(image)
+    assert torch.equal(a, b)
+    expected = (torch.tensor([1.0, 0.0, 0.2]) - torch.tensor(RGB_STATS["mean"])) / torch.tensor(
+        RGB_STATS["std"]
+    )
+    torch.testing.assert_close(a[:, 5, 5], expected)
+
+
+def test_eval_transform_resizes_and_centre_crops():
+    image = _image("RGB", size=40).crop((0, 0, 40, 20))
+    out = eval_transform(image_size=16, **RGB_STATS)(image)
+    assert out.shape == (3, 16, 16)
+
+
+def test_statistics_must_match_channels():
+    with pytest.raises(ValueError, match="one entry per channel"):
+        simclr_views(image_size=32, mean=(0.5,), std=(0.5,), in_channels=3)
+    with pytest.raises(ValueError, match="in_channels=2"):
+        no_views(image_size=32, mean=(0.5, 0.5), std=(0.5, 0.5), in_channels=2)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("num_views", 0, "num_views"), ("min_scale", 0.0, "min_scale"), ("cj_prob", 1.5, "cj_prob")],
+)
+def test_simclr_views_rejects_bad_settings(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        simclr_views(image_size=32, **RGB_STATS, **{key: value})
+
+
+@pytest.mark.parametrize(("name", "num_views"), [("simclr", 2), ("none", 1)])
+def test_configs_are_partials_completed_by_the_dataset(name, num_views):
+    factory = instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
+    views = factory(image_size=20, **GRAY_STATS)
+    out = views(_image("L"))
+    assert len(out) == num_views
+    assert all(view.shape == (1, 20, 20) for view in out)
