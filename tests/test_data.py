@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sslkit.augment import eval_transform, simclr_views
+from sslkit.augment import eval_transform, no_views, simclr_views
 from sslkit.data import (
     CIFAR10,
     CIFAR100,
@@ -31,6 +31,7 @@ from sslkit.data import (
     SyntheticShapes,
     sources,
 )
+from sslkit.data.datamodule import balanced_subset
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DEBIAN_DIR = sources.DEBIAN_FASHION_MNIST_DIR
@@ -433,3 +434,26 @@ def test_imagefolder_config_needs_a_root(tmp_path):
     module = _instantiate_data("imagefolder", root=str(tmp_path), image_size=16)
     module.setup()
     assert module.num_classes == 2 and module.name == tmp_path.name
+
+
+def test_max_train_and_max_test_take_balanced_reproducible_subsets() -> None:
+    source = SyntheticShapes(num_train=200, num_test=100, image_size=16, num_classes=10, seed=0)
+    module = SSLDataModule(source, no_views, batch_size=8, max_train=50, max_test=30, subset_seed=1)
+    module.setup()
+    train, test = module.dataset("train"), module.dataset("test")
+    assert len(train) == 50 and len(test) == 30
+    assert np.bincount(np.asarray(train.targets), minlength=10).tolist() == [5] * 10
+    again = SSLDataModule(source, no_views, batch_size=8, max_train=50, subset_seed=1)
+    again.setup()
+    assert again.dataset("train").indices == train.indices
+    assert len(again.dataset("test")) == 100
+    larger = balanced_subset(source.build("train").targets, 60, seed=1)
+    assert set(train.indices) <= set(larger)
+    images, labels = next(iter(module.eval_dataloader("test")))
+    assert labels.tolist() == test.targets[: len(labels)]
+
+
+def test_max_train_must_be_positive() -> None:
+    source = SyntheticShapes(num_train=20, num_test=10, image_size=16, num_classes=10, seed=0)
+    with pytest.raises(ValueError, match="data.max_train"):
+        SSLDataModule(source, no_views, max_train=0)

@@ -37,6 +37,9 @@ class DataSchema:
     num_workers: int = 2
     drop_last: bool = True
     imbalance_warn_ratio: float = 10.0
+    max_train: int | None = None
+    max_test: int | None = None
+    subset_seed: int = 0
 
 
 @dataclass

@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslkit.augment.views import ViewFactory, eval_transform
-from sslkit.data.sources import UNLABELED, DatasetSource, LabelledDataset, check_split
+from sslkit.data.sources import SPLITS, UNLABELED, DatasetSource, LabelledDataset, check_split
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,42 @@ class TransformedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.dataset[index]
         return self.transform(image), label
+
+
+class SubsetDataset(Dataset):
+    """The items of ``dataset`` at ``indices``, with their ``targets``."""
+
+    def __init__(self, dataset: LabelledDataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        all_targets = dataset.targets
+        self.targets = [all_targets[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        return self.dataset[self.indices[index]]
+
+
+def balanced_subset(targets: Sequence[Any], size: int, seed: int) -> list[int]:
+    """``size`` indices spread evenly over the classes (round robin), fixed by ``seed``.
+
+    Classes are visited in turn, each contributing its next image in a seeded random order,
+    so a subset is as class-balanced as the data allows and a larger ``size`` extends a
+    smaller one. Multi-label or unlabelled targets fall back to a seeded random subset.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(targets)
+    if labels.ndim != 1:
+        return sorted(rng.permutation(len(labels))[:size].tolist())
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < size and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < size:
+                chosen.append(int(queue.pop(0)))
+    return sorted(chosen)
 
 
 def class_counts(targets: Sequence[int], num_classes: int) -> np.ndarray:
@@ -66,6 +102,8 @@ class SSLDataModule(pl.LightningDataModule):
     a silently smaller batch, so the effective batch size is always the configured one.
     Class counts of the train split are logged, and a warning is raised when the largest
     class outnumbers the smallest by more than ``imbalance_warn_ratio`` (``inf`` disables it).
+    ``max_train`` / ``max_test`` cap a split at a class-balanced subset fixed by
+    ``subset_seed``, for quick studies on a fraction of a large dataset.
     """
 
     def __init__(
@@ -77,8 +115,14 @@ class SSLDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         drop_last: bool = True,
         imbalance_warn_ratio: float = 10.0,
+        max_train: int | None = None,
+        max_test: int | None = None,
+        subset_seed: int = 0,
     ) -> None:
         super().__init__()
+        for key, value in (("max_train", max_train), ("max_test", max_test)):
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"data.{key} must be a positive integer or null, got {value!r}.")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{key} must be a positive integer, got {value!r}.")
@@ -103,6 +147,8 @@ class SSLDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.drop_last = bool(drop_last)
         self.imbalance_warn_ratio = float(imbalance_warn_ratio)
+        self.limits = {"train": max_train, "test": max_test}
+        self.subset_seed = subset_seed
         self._datasets: dict[str, LabelledDataset] = {}
 
     # Properties of the source, so that models and evaluation need only the DataModule.
@@ -142,9 +188,17 @@ class SSLDataModule(pl.LightningDataModule):
         """Builds the train and test splits once; later calls are no-ops."""
         if self._datasets:
             return
-        train, test = self.source.build("train"), self.source.build("test")
-        self._datasets = {"train": train, "test": test}
-        self._report_class_counts(train.targets)
+        for split in SPLITS:
+            dataset = self.source.build(split)
+            limit = self.limits[split]
+            if limit is not None and limit < len(dataset):
+                indices = balanced_subset(dataset.targets, limit, self.subset_seed)
+                dataset = SubsetDataset(dataset, indices)
+                log.info(
+                    "%s %s split limited to %d images (class-balanced)", self.name, split, limit
+                )
+            self._datasets[split] = dataset
+        self._report_class_counts(self._datasets["train"].targets)
 
     def dataset(self, split: str) -> LabelledDataset:
         """The raw ``(PIL image, label)`` dataset of a split (builds the splits if needed)."""
