@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import Image, ImageOps
 
-from sslkit.augment import eval_transform, no_views, simclr_views
+from sslkit.augment import byol_views, eval_transform, no_views, simclr_views
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "augment"
 RGB_STATS = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "in_channels": 3}
@@ -90,10 +90,59 @@ def test_simclr_views_rejects_bad_settings(key, value, message):
         simclr_views(image_size=32, **RGB_STATS, **{key: value})
 
 
-@pytest.mark.parametrize(("name", "num_views"), [("simclr", 2), ("none", 1)])
+@pytest.mark.parametrize(("name", "num_views"), [("simclr", 2), ("byol", 2), ("none", 1)])
 def test_configs_are_partials_completed_by_the_dataset(name, num_views):
     factory = instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
     views = factory(image_size=20, **GRAY_STATS)
     out = views(_image("L"))
     assert len(out) == num_views
     assert all(view.shape == (1, 20, 20) for view in out)
+
+
+@pytest.mark.parametrize(
+    ("mode", "stats", "channels"), [("RGB", RGB_STATS, 3), ("L", GRAY_STATS, 1)]
+)
+def test_byol_views_shapes_and_channels(mode, stats, channels):
+    views = byol_views(image_size=24, gaussian_blur=(1.0, 1.0), solarization=(1.0, 1.0), **stats)
+    torch.manual_seed(0)
+    for _ in range(5):
+        out = views(_image(mode))
+        assert [view.shape for view in out] == [(channels, 24, 24)] * 2
+        assert all(torch.isfinite(view).all() for view in out)
+
+
+def test_byol_views_blur_and_solarise_each_view_with_its_own_probability():
+    # Crop, flip and jitter off: the first view is only blurred, the second only solarised.
+    image = _image("L", size=20)
+    views = byol_views(
+        image_size=20,
+        min_scale=1.0,
+        cj_prob=0.0,
+        random_gray_scale=0.0,
+        hf_prob=0.0,
+        gaussian_blur=(1.0, 0.0),
+        solarization=(0.0, 1.0),
+        **GRAY_STATS,
+    )
+    blurred, solarised = views(image)
+
+    def normalised(img: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(img)).float() / 255
+        return ((pixels - GRAY_STATS["mean"][0]) / GRAY_STATS["std"][0]).unsqueeze(0)
+
+    torch.testing.assert_close(solarised, normalised(ImageOps.solarize(image, 128)))
+    plain = normalised(image)
+    assert blurred.diff(dim=-1).abs().mean() < 0.5 * plain.diff(dim=-1).abs().mean()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("gaussian_blur", (1.0,), "one probability per view"),
+        ("solarization", (0.0, 1.2), r"solarization\[1\]"),
+        ("min_scale", 1.5, "min_scale"),
+    ],
+)
+def test_byol_views_rejects_bad_settings(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        byol_views(image_size=32, **RGB_STATS, **{key: value})

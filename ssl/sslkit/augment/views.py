@@ -8,10 +8,10 @@ partials with only the tunable keys, so the same ``augment=simclr`` works on eve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
-from lightly.transforms import SimCLRViewTransform
+from lightly.transforms import BYOLView1Transform, BYOLView2Transform, SimCLRViewTransform
 from lightly.transforms.multi_view_transform import MultiViewTransform
 from PIL import Image
 from torchvision.transforms import v2 as T
@@ -71,6 +71,23 @@ def _check_image_size(image_size: int) -> None:
 def _check_num_views(num_views: int) -> None:
     if int(num_views) < 1:
         raise ValueError(f"num_views must be at least 1, got {num_views}.")
+
+
+def _check_crop_and_probabilities(min_scale: float, probabilities: Mapping[str, float]) -> None:
+    if not 0.0 < min_scale <= 1.0:
+        raise ValueError(f"min_scale is a fraction of the image area in (0, 1], got {min_scale}.")
+    for key, value in probabilities.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{key} is a probability in [0, 1], got {value}.")
+
+
+def _rotation_degrees(
+    rr_degrees: float | Sequence[float] | None,
+) -> float | tuple[float, ...] | None:
+    """lightly takes a number or a tuple; Hydra hands over lists."""
+    if rr_degrees is None or isinstance(rr_degrees, int | float):
+        return rr_degrees
+    return tuple(rr_degrees)
 
 
 def eval_transform(
@@ -141,25 +158,18 @@ def simclr_views(
     """
     _check_image_size(image_size)
     _check_num_views(num_views)
-    if not 0.0 < min_scale <= 1.0:
-        raise ValueError(f"min_scale is a fraction of the image area in (0, 1], got {min_scale}.")
-    probabilities = {
-        "cj_prob": cj_prob,
-        "random_gray_scale": random_gray_scale,
-        "gaussian_blur": gaussian_blur,
-        "hf_prob": hf_prob,
-        "vf_prob": vf_prob,
-        "rr_prob": rr_prob,
-    }
-    for key, value in probabilities.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{key} is a probability in [0, 1], got {value}.")
-    mean_list, std_list = _normalize_stats(mean, std, in_channels)
-    degrees = (
-        rr_degrees
-        if rr_degrees is None or isinstance(rr_degrees, int | float)
-        else tuple(rr_degrees)
+    _check_crop_and_probabilities(
+        min_scale,
+        {
+            "cj_prob": cj_prob,
+            "random_gray_scale": random_gray_scale,
+            "gaussian_blur": gaussian_blur,
+            "hf_prob": hf_prob,
+            "vf_prob": vf_prob,
+            "rr_prob": rr_prob,
+        },
     )
+    mean_list, std_list = _normalize_stats(mean, std, in_channels)
     view = T.Compose(
         [
             ConvertMode(image_mode(in_channels)),
@@ -178,9 +188,83 @@ def simclr_views(
                 vf_prob=vf_prob,
                 hf_prob=hf_prob,
                 rr_prob=rr_prob,
-                rr_degrees=degrees,
+                rr_degrees=_rotation_degrees(rr_degrees),
                 normalize={"mean": mean_list, "std": std_list},
             ),
         ]
     )
     return MultiViewTransform([view] * int(num_views))
+
+
+def byol_views(
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_channels: int,
+    min_scale: float = 0.08,
+    cj_prob: float = 0.8,
+    cj_strength: float = 1.0,
+    cj_bright: float = 0.4,
+    cj_contrast: float = 0.4,
+    cj_sat: float = 0.2,
+    cj_hue: float = 0.1,
+    random_gray_scale: float = 0.2,
+    gaussian_blur: Sequence[float] = (1.0, 0.1),
+    solarization: Sequence[float] = (0.0, 0.2),
+    sigmas: Sequence[float] = (0.1, 2.0),
+    hf_prob: float = 0.5,
+    vf_prob: float = 0.0,
+    rr_prob: float = 0.0,
+    rr_degrees: float | Sequence[float] | None = None,
+) -> ViewTransform:
+    """BYOL's two asymmetric views: the same crops, flips and jitter, but blur and solarisation
+    drawn with a different probability per view (``gaussian_blur`` and ``solarization`` hold
+    one probability for the first and one for the second view; BYOL uses blur 1.0 / 0.1 and
+    solarisation 0.0 / 0.2).
+
+    The jitter is BYOL's (weaker than SimCLR's). Grayscale images (``in_channels=1``) stay
+    single-channel: jitter changes brightness and contrast, solarisation inverts bright pixels.
+    """
+    _check_image_size(image_size)
+    per_view = {"gaussian_blur": gaussian_blur, "solarization": solarization}
+    for key, value in per_view.items():
+        if len(value) != 2:
+            raise ValueError(
+                f"{key} holds one probability per view (first, second), got {list(value)}."
+            )
+    _check_crop_and_probabilities(
+        min_scale,
+        {
+            "cj_prob": cj_prob,
+            "random_gray_scale": random_gray_scale,
+            "hf_prob": hf_prob,
+            "vf_prob": vf_prob,
+            "rr_prob": rr_prob,
+            **{f"{key}[{i}]": value[i] for key, value in per_view.items() for i in range(2)},
+        },
+    )
+    mean_list, std_list = _normalize_stats(mean, std, in_channels)
+    shared = {
+        "input_size": int(image_size),
+        "cj_prob": cj_prob,
+        "cj_strength": cj_strength,
+        "cj_bright": cj_bright,
+        "cj_contrast": cj_contrast,
+        "cj_sat": cj_sat,
+        "cj_hue": cj_hue,
+        "min_scale": min_scale,
+        "random_gray_scale": random_gray_scale,
+        "sigmas": (float(sigmas[0]), float(sigmas[1])),
+        "vf_prob": vf_prob,
+        "hf_prob": hf_prob,
+        "rr_prob": rr_prob,
+        "rr_degrees": _rotation_degrees(rr_degrees),
+        "normalize": {"mean": mean_list, "std": std_list},
+    }
+    views = [
+        transform(**shared, gaussian_blur=gaussian_blur[i], solarization_prob=solarization[i])
+        for i, transform in enumerate((BYOLView1Transform, BYOLView2Transform))
+    ]
+    mode = ConvertMode(image_mode(in_channels))
+    return MultiViewTransform([T.Compose([mode, view]) for view in views])

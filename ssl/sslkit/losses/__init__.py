@@ -4,6 +4,7 @@ Each loss states its formula in its docstring and knows nothing of Lightning, co
 devices, so methods can share them and tests can check them against references.
 """
 
+from sslkit.losses.byol import byol_loss
 from sslkit.losses.info_nce import info_nce
 
-__all__ = ["info_nce"]
+__all__ = ["byol_loss", "info_nce"]

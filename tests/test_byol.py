@@ -1,0 +1,194 @@
+"""BYOL: frozen EMA teacher outside the optimiser, one EMA update per optimiser step with the
+cosine momentum (also after resuming), collapse monitor, end-to-end fit and teacher evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from sslkit.evaluate import evaluate
+from sslkit.methods import BYOL
+from sslkit.models import momentum_schedule
+from sslkit.pipeline import build_datamodule, build_method
+from sslkit.train import train
+from tests.conftest import TINY, compose_config
+
+BYOL_TINY = [
+    *TINY,
+    "method=byol",
+    "augment=byol",
+    "method.hidden_dim=32",
+    "method.prediction_hidden_dim=32",
+    "method.projection_dim=16",
+]
+EVAL_TINY = ["eval.knn.k=[5,20]", "eval.linear.epochs=5", "trainer.enable_progress_bar=false"]
+
+
+def _build(cfg) -> tuple[BYOL, pl.LightningDataModule]:
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    method = build_method(cfg, datamodule)
+    assert isinstance(method, BYOL)
+    return method, datamodule
+
+
+def _teacher_params(method: BYOL) -> list[torch.nn.Parameter]:
+    return [*method.teacher_backbone.parameters(), *method.teacher_projector.parameters()]
+
+
+def _student_params(method: BYOL) -> list[torch.nn.Parameter]:
+    return [*method.backbone.parameters(), *method.projector.parameters()]
+
+
+def test_teacher_is_frozen_and_left_out_of_the_optimiser(hydra_run) -> None:
+    method, datamodule = _build(hydra_run("train", [*BYOL_TINY, "~schedule"]))
+    optimizer = method.configure_optimizers()["optimizer"]
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised.isdisjoint(id(p) for p in _teacher_params(method))
+    assert {id(p) for p in [*_student_params(method), *method.predictor.parameters()]} <= optimised
+
+    views, labels = next(iter(datamodule.train_dataloader()))
+    teacher_before = [p.detach().clone() for p in _teacher_params(method)]
+    student_before = [p.detach().clone() for p in method.backbone.parameters()]
+    loss = method.training_step((views, labels), 0)
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in _teacher_params(method))
+    assert all(p.grad is not None for p in method.predictor.parameters())
+    optimizer.step()
+    for before, p in zip(teacher_before, _teacher_params(method), strict=True):
+        assert torch.equal(before, p)
+    assert any(
+        not torch.equal(b, p)
+        for b, p in zip(student_before, method.backbone.parameters(), strict=True)
+    )
+
+
+class TeacherRecorder(Callback):
+    """Checks, batch by batch, that the teacher moved by exactly one EMA step when the optimiser
+    stepped (with the schedule's momentum for that step) and stayed put when it did not."""
+
+    def __init__(self) -> None:
+        self.updated: list[bool] = []
+        self.snapshot = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._check(trainer, module)
+        self.step_before = trainer.global_step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        # Callbacks run before the module's own hook: after the optimiser, before the EMA.
+        self.snapshot = (
+            trainer.global_step,
+            [p.detach().clone() for p in _student_params(module)],
+            [p.detach().clone() for p in _teacher_params(module)],
+        )
+
+    def on_train_end(self, trainer, module) -> None:
+        self._check(trainer, module)
+
+    def _check(self, trainer, module) -> None:
+        if self.snapshot is None:
+            return
+        step, students, teachers = self.snapshot
+        self.snapshot = None
+        stepped = step > self.step_before
+        self.updated.append(stepped)
+        if stepped:
+            tau = momentum_schedule(step - 1, int(trainer.estimated_stepping_batches), 0.99)
+            assert module.tau == pytest.approx(tau)
+        for s, old, new in zip(students, teachers, _teacher_params(module), strict=True):
+            expected = tau * old + (1 - tau) * s if stepped else old
+            torch.testing.assert_close(new, expected)
+
+
+@pytest.mark.parametrize(("accumulate", "updated"), [(1, [True] * 4), (2, [False, True] * 2)])
+def test_teacher_takes_one_ema_step_per_optimiser_step(hydra_run, accumulate, updated) -> None:
+    method, datamodule = _build(hydra_run("train", [*BYOL_TINY, "method.tau_base=0.99"]))
+    recorder = TeacherRecorder()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accumulate_grad_batches=accumulate,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(method, datamodule=datamodule)
+    assert recorder.updated == updated
+    images = next(iter(datamodule.eval_dataloader("test")))[0]
+    encoders = method.evaluation_encoders()
+    assert set(encoders) == {"student", "teacher"}
+    assert not torch.allclose(encoders["teacher"](images), encoders["student"](images))
+
+
+def test_collapse_monitor_warns_once_per_epoch(hydra_run, caplog) -> None:
+    method, _ = _build(hydra_run("train", BYOL_TINY))
+    generator = torch.Generator().manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="sslkit.methods.byol"):
+        healthy = method.monitor_collapse(torch.randn(4096, 16, generator=generator))
+        assert healthy == pytest.approx(1 / math.sqrt(16), rel=0.05)
+        assert not caplog.records
+        collapsed = torch.ones(64, 16) + 1e-4 * torch.randn(64, 16, generator=generator)
+        assert method.monitor_collapse(collapsed) < 1e-3
+        method.monitor_collapse(collapsed)
+    assert len(caplog.records) == 1 and "collapsing" in caplog.records[0].getMessage()
+
+
+def test_fit_then_evaluate_the_teacher(hydra_run, tmp_path: Path) -> None:
+    results = train(hydra_run("train", [*BYOL_TINY, "baselines=[]"]))
+    assert results["method"] == "BYOL" and results["encoder"] == "student"
+    assert 0.0 <= results["metrics"]["knn/top1@20"] <= 1.0
+    metrics_csv = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "train/tau" in metrics_csv and "train/projection_std_epoch" in metrics_csv
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)["state_dict"]
+    assert any(key.startswith("teacher_backbone.") for key in state)
+
+    evaluate(hydra_run("eval", [f"ckpt_path={last}", "eval.encoder=teacher", *EVAL_TINY]))
+    evaluated = json.loads((tmp_path / "results.json").read_text())
+    assert evaluated["encoder"] == "teacher"
+    assert evaluated["protocol"]["features"].startswith("teacher")
+
+
+def _logged_taus(run_dir: Path) -> dict[int, float]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        return {
+            int(r["step"]): float(r["train/tau"])
+            for r in csv.DictReader(handle)
+            if r.get("train/tau")
+        }
+
+
+def test_resumed_run_continues_the_momentum_schedule(hydra_run, tmp_path: Path) -> None:
+    # 128 images in batches of 32: 4 optimiser steps per epoch.
+    quick = [*BYOL_TINY, "method.tau_base=0.9", "baselines=[]", "eval.linear.epochs=1"]
+    train(hydra_run("train", [*quick, "trainer.max_epochs=1"]))
+    first = _logged_taus(tmp_path)
+    assert first == pytest.approx({k: momentum_schedule(k, 4, 0.9) for k in range(4)}, abs=1e-6)
+
+    train(hydra_run("train", [*quick, "trainer.max_epochs=2"]))
+    resumed = {k: tau for k, tau in _logged_taus(tmp_path).items() if k >= 4}
+    expected = {k: momentum_schedule(k, 8, 0.9) for k in range(4, 8)}
+    assert resumed == pytest.approx(expected, abs=1e-6)
+
+
+def test_presets_use_byol_and_the_study_budget() -> None:
+    for data in ("synthetic", "fashion_mnist", "cifar10"):
+        backbone = "convnet" if data == "synthetic" else "resnet18"
+        cfg = compose_config("train", [f"experiment=byol_{backbone}_{data}"])
+        assert cfg.method._target_ == "sslkit.methods.BYOL"
+        assert cfg.augment._target_ == "sslkit.augment.byol_views"
+    study = compose_config("train", ["experiment=byol_resnet18_fashion_mnist"])
+    assert study.backbone.depth == 18 and study.data.batch_size == 256
+    assert study.trainer.max_epochs == 10 and study.seed == 0
+    assert study.method.tau_base == pytest.approx(0.99)
