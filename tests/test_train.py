@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -60,3 +61,6 @@ def test_rerun_resumes_from_last_checkpoint(hydra_run, tmp_path: Path) -> None:
     second = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert first["epoch"] == 0 and second["epoch"] == 1
     assert second["global_step"] == 2 * first["global_step"]
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as handle:
+        epochs = {row["epoch"] for row in csv.DictReader(handle) if row.get("train/loss_epoch")}
+    assert epochs == {"0", "1"}, "the first run's curve must survive the resume"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,30 @@ def _has_wandb_credentials() -> bool:
             return _WANDB_HOST in handle.read()
     except OSError:
         return False
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued.
+
+    Lightning deletes the file when a run restarts in the same directory, which would throw
+    away the curves of a resumed run's first part; this writer keeps its rows and header.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = list(csv.DictReader(handle).fieldnames or [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSV metrics under ``<save_dir>/<name>/metrics.csv`` that survive resuming a run."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def resolve_wandb_mode(mode: str) -> str:
