@@ -1,6 +1,7 @@
 """Pretraining methods: one small LightningModule per method on top of ``SSLMethod``."""
 
 from sslkit.methods.base import NonFiniteLossError, SSLMethod
+from sslkit.methods.inpainting import MaskedInpainting
 from sslkit.methods.simclr import SimCLR
 
-__all__ = ["NonFiniteLossError", "SSLMethod", "SimCLR"]
+__all__ = ["MaskedInpainting", "NonFiniteLossError", "SSLMethod", "SimCLR"]
