@@ -1,5 +1,7 @@
-"""View pipelines: a factory per recipe, called with the dataset's size and statistics."""
+"""View pipelines: a factory per recipe, called with the dataset's size and statistics; and
+masks that methods draw on device."""
 
+from sslkit.augment.masking import MaskGenerator
 from sslkit.augment.views import (
     ConvertMode,
     ImageTransform,
@@ -15,6 +17,7 @@ from sslkit.augment.views import (
 __all__ = [
     "ConvertMode",
     "ImageTransform",
+    "MaskGenerator",
     "ViewFactory",
     "ViewTransform",
     "byol_views",

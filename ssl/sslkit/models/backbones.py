@@ -1,9 +1,9 @@
 """Backbones: image encoders that expose both a spatial feature map and pooled features.
 
-Every backbone reports ``feature_dim`` (channels of the map = size of the pooled vector) and
-``output_stride`` (how much smaller the map is than the input), so heads that need the map
-(the inpainting decoder) and heads that need the vector (projectors, probes) are written once
-for all backbones.
+Every backbone reports ``in_channels`` (channels of the images it takes), ``feature_dim``
+(channels of the map = size of the pooled vector) and ``output_stride`` (how much smaller the map
+is than the input), so heads that need the map (the inpainting decoder) and heads that need the
+vector (projectors, probes) are written once for all backbones.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 
 class Backbone(nn.Module):
-    """Base class: subclasses implement :meth:`forward_spatial` and set the two attributes."""
+    """Base class: subclasses implement :meth:`forward_spatial` and set the three attributes."""
 
+    in_channels: int
     feature_dim: int
     output_stride: int
 
@@ -25,9 +26,13 @@ class Backbone(nn.Module):
         """Feature map ``(B, feature_dim, H / output_stride, W / output_stride)``."""
         raise NotImplementedError
 
+    def pool(self, feature_map: Tensor) -> Tensor:
+        """Pooled features ``(B, feature_dim)`` of a feature map: the global average."""
+        return feature_map.mean(dim=(2, 3))
+
     def forward(self, x: Tensor) -> Tensor:
-        """Globally average-pooled features ``(B, feature_dim)``."""
-        return self.forward_spatial(x).mean(dim=(2, 3))
+        """Pooled features ``(B, feature_dim)`` of the spatial feature map."""
+        return self.pool(self.forward_spatial(x))
 
 
 def _check_in_channels(in_channels: int) -> None:
@@ -62,6 +67,7 @@ class ResNet(Backbone):
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+        self.in_channels = in_channels
         self.feature_dim = net.fc.in_features
         self.output_stride = 8 if small_input else 32
         self.depth = depth
@@ -94,6 +100,7 @@ class ConvNet(Backbone):
             )
             prev = width
         self.stages = nn.Sequential(*stages)
+        self.in_channels = in_channels
         self.feature_dim = prev
         self.output_stride = 2 ** (len(widths) - 1)
 

@@ -1,0 +1,220 @@
+"""Masked inpainting: learn features by filling in hidden parts of images.
+
+The network sees an image with regions hidden and reconstructs them from context (Context
+Encoders, Pathak et al. 2016; masked image modelling as in MAE, He et al. 2021, and SimMIM, Xie
+et al. 2022). The hidden pixels are replaced by a mask value, the masked image goes through the
+backbone's spatial feature map, a light convolutional decoder brings it back to image resolution,
+and the loss counts hidden pixels only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor, nn
+from torchvision.utils import save_image
+
+from sslkit.augment.masking import MaskGenerator
+from sslkit.losses import masked_mse
+from sslkit.losses.masked_mse import patch_statistics
+from sslkit.methods.base import SSLMethod, split_views
+from sslkit.models.backbones import Backbone
+from sslkit.models.decoder import ConvDecoder
+
+log = logging.getLogger(__name__)
+
+MASK_TOKENS = ("learned", "zero")
+GRID_FILE = "reconstructions.png"
+# Tiles of the reconstruction grid are enlarged (nearest neighbour) to at least this many pixels.
+MIN_TILE_PX = 64
+
+
+class MaskToken(nn.Module):
+    """Fills hidden pixels with one value per channel: learned, or a constant zero.
+
+    Inputs are normalised, so zero is the dataset mean; the learned value starts there. It is
+    stored as a vector so that weight decay leaves it alone, like other bias-like parameters.
+    """
+
+    def __init__(self, channels: int, learned: bool = True) -> None:
+        super().__init__()
+        if learned:
+            self.value = nn.Parameter(torch.zeros(channels))
+        else:
+            self.register_buffer("value", torch.zeros(channels))
+
+    def forward(self, images: Tensor, mask: Tensor) -> Tensor:
+        """``images`` with the pixels where ``mask`` is 1 replaced by the mask value."""
+        return images * (1 - mask) + self.value.view(1, -1, 1, 1) * mask
+
+
+class MaskedInpainting(SSLMethod):
+    """Backbone + light convolutional decoder trained to reconstruct hidden pixels.
+
+    Args:
+        backbone: the encoder; its spatial feature map feeds the decoder and its pooled
+            features are what every evaluation uses.
+        mask: which pixels to hide (``block`` or ``patches``, see :class:`MaskGenerator`).
+        mask_token: ``learned`` (one value per channel) or ``zero`` for the hidden pixels.
+        decoder_width: channels of the decoder's first stage (halved per upsampling stage).
+        norm_pix: reconstruct per-patch normalised pixels (MAE), patches of
+            ``mask.patch_size``.
+        eval_mask_seed: seed of the masks of the test-split evaluation, fixed so that runs are
+            compared on the same holes.
+        num_reconstructions: test images shown in ``reconstructions.png``.
+        **kwargs: optimiser, schedule, probe and batch settings of :class:`SSLMethod`.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        mask: MaskGenerator | None = None,
+        mask_token: str = "learned",
+        decoder_width: int = 128,
+        norm_pix: bool = False,
+        eval_mask_seed: int = 0,
+        num_reconstructions: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(backbone, **kwargs)
+        if mask_token not in MASK_TOKENS:
+            raise ValueError(
+                f"method.mask_token must be one of {list(MASK_TOKENS)}, got {mask_token!r}"
+            )
+        if num_reconstructions < 1:
+            raise ValueError(f"method.num_reconstructions must be >= 1, got {num_reconstructions}")
+        self.mask_generator = mask if mask is not None else MaskGenerator()
+        self.mask_token = MaskToken(backbone.in_channels, learned=mask_token == "learned")
+        self.decoder = ConvDecoder.for_backbone(backbone, width=decoder_width)
+        self.norm_pix = norm_pix
+        self.eval_mask_seed = eval_mask_seed
+        self.num_reconstructions = num_reconstructions
+
+    def on_fit_start(self) -> None:
+        # Under data parallelism every process draws its own masks, not copies of rank 0's.
+        if self.global_rank:
+            self.mask_generator = self.mask_generator.with_seed(
+                self.mask_generator.seed + self.global_rank
+            )
+
+    def reconstruct(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoder output for ``images`` with ``mask`` hidden, and the pooled features it saw."""
+        feature_map = self.backbone.forward_spatial(self.mask_token(images, mask))
+        prediction = self.decoder(feature_map, images.shape[-2:])
+        return prediction, self.backbone.pool(feature_map)
+
+    def reconstruction_loss(self, prediction: Tensor, images: Tensor, mask: Tensor) -> Tensor:
+        """``masked_mse`` of the prediction on the hidden pixels, with this method's targets."""
+        return masked_mse(
+            prediction,
+            images,
+            mask,
+            norm_pix=self.norm_pix,
+            patch_size=self.mask_generator.patch_size,
+        )
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        views, targets = batch
+        (images,) = split_views(views, 1, "MaskedInpainting")
+        mask = self.mask_generator(images)
+        prediction, features = self.reconstruct(images, mask)
+        loss = self.reconstruction_loss(prediction, images, mask)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        # The probe sees the pooled features of the masked image: no second forward pass.
+        return loss + self.online_probe_loss(features, targets)
+
+    @torch.no_grad()
+    def inpaint(self, images: Tensor, mask: Tensor) -> Tensor:
+        """``images`` with their hidden pixels replaced by the reconstruction (input space).
+
+        With ``norm_pix`` the decoder predicts per-patch normalised pixels; they are mapped back
+        with the statistics of the true patches, as MAE's visualisations do, so the result then
+        borrows each hidden patch's mean and spread from the original.
+        """
+        prediction, _ = self.reconstruct(images, mask)
+        if self.norm_pix:
+            mean, std = patch_statistics(images, self.mask_generator.patch_size)
+            prediction = prediction * std + mean
+        return images * (1 - mask) + prediction * mask
+
+    @torch.no_grad()
+    def extra_evaluation(
+        self, datamodule: Any, output_dir: Path, device: torch.device
+    ) -> dict[str, float]:
+        """Masked-region MSE and PSNR on the test split, and ``reconstructions.png``.
+
+        Every test image is masked with a fixed sequence (seed ``eval_mask_seed``) and
+        inpainted; errors are measured in image space (pixels in [0, 1], reconstruction clamped
+        to that range) on the hidden pixels only. ``inpainting/masked_mse`` is the mean over all
+        hidden pixels of the split, ``inpainting/psnr`` the mean over images of
+        ``10 log10(1 / mse)`` in dB. The grid has one column per test image and three rows:
+        original, masked input, inpainted (visible pixels kept, hidden ones reconstructed).
+        """
+        was_training = self.training
+        self.eval().to(device)
+        masks = self.mask_generator.with_seed(self.eval_mask_seed)
+        mean = torch.tensor(datamodule.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(datamodule.std, device=device).view(1, -1, 1, 1)
+
+        def to_pixels(x: Tensor) -> Tensor:
+            return (x * std + mean).clamp(0.0, 1.0)
+
+        squared_error = hidden_values = psnr_sum = 0.0
+        num_images = 0
+        shown: list[Tensor] = []
+        try:
+            for images, _ in datamodule.eval_dataloader("test"):
+                images = images.to(device)
+                mask = masks(images)
+                original, inpainted = to_pixels(images), to_pixels(self.inpaint(images, mask))
+                per_image = masked_mse(inpainted, original, mask, reduction="none")
+                hidden = mask.sum(dim=(1, 2, 3)) * images.shape[1]
+                squared_error += float((per_image * hidden).sum())
+                hidden_values += float(hidden.sum())
+                psnr_sum += float((-10.0 * torch.log10(per_image.clamp_min(1e-10))).sum())
+                missing = self.num_reconstructions - num_images
+                if missing > 0:
+                    masked = to_pixels(self.mask_token(images, mask))
+                    shown.append(torch.stack([original, masked, inpainted])[:, :missing])
+                num_images += len(images)
+        finally:
+            self.train(was_training)
+        if num_images == 0:
+            raise ValueError(f"the {datamodule.name} test split is empty: nothing to inpaint")
+        path = save_reconstruction_grid(torch.cat(shown, dim=1), Path(output_dir) / GRID_FILE)
+        self._log_grid(path)
+        return {
+            "inpainting/masked_mse": squared_error / max(hidden_values, 1.0),
+            "inpainting/psnr": psnr_sum / num_images,
+        }
+
+    def _log_grid(self, path: Path) -> None:
+        """Show the reconstruction grid in W&B when the run logs there (never fails the run)."""
+        if not isinstance(self.logger, WandbLogger):
+            return
+        try:
+            self.logger.log_image(key="inpainting/reconstructions", images=[str(path)])
+        except Exception as exc:  # W&B trouble must never fail a finished run
+            log.warning("could not log %s to W&B: %s", path.name, exc)
+
+
+def save_reconstruction_grid(rows: Tensor, path: Path) -> Path:
+    """Write images ``(num_rows, num_columns, C, H, W)`` in [0, 1] as a PNG grid.
+
+    Small images are enlarged (nearest neighbour) so that the PNG is readable.
+    """
+    num_rows, num_columns = rows.shape[:2]
+    grid = rows.reshape(num_rows * num_columns, *rows.shape[2:])
+    scale = math.ceil(MIN_TILE_PX / min(grid.shape[-2:]))
+    if scale > 1:
+        grid = F.interpolate(grid, scale_factor=scale, mode="nearest")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid.cpu(), path, nrow=num_columns, padding=2, pad_value=1.0)
+    return path
