@@ -124,8 +124,9 @@ def test_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "eval.encoder='teacher' is not offered by SimCLR" in done.stderr
-    assert "1 job(s) of" in done.stderr
+    log = done.stdout + done.stderr
+    assert "eval.encoder='teacher' is not offered by SimCLR" in log
+    assert f"1 job(s) of {sweep} failed (the others ran): {sweep / '0'}" in log
     failed = json.loads((sweep / "0" / FAILED_FILE).read_text())
     assert failed["error"].startswith("ValueError: eval.encoder='teacher'")
     assert (sweep / "1" / "results.json").is_file()
