@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,37 @@ def hydra_run(tmp_path: Path) -> Iterator[callable]:
 
     yield make
     GlobalHydra.instance().clear()
+
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(
+    args: Sequence[str | Path], cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a console script as a user would (W&B off unless ``env`` says otherwise)."""
+    environ = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
+    environ.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2x2 local multirun (temperature x learning rate) of tiny runs, shared by tests."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "multirun"
+    done = run_cli(
+        [
+            BIN / "sslkit-train",
+            "-m",
+            *TINY,
+            "baselines=[]",
+            "method.temperature=0.1,0.5",
+            "optim.lr=0.1,0.3",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=sweep_dir.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sweep_dir

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import TINY
-
-BIN = Path(sys.executable).parent
-
-
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "disabled"}
-    env.pop("HYDRA_FULL_ERROR")
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+from tests.conftest import BIN, TINY
+from tests.conftest import run_cli as run
 
 
 def test_sslkit_train_then_eval_end_to_end(tmp_path: Path) -> None:

@@ -114,6 +114,7 @@ class TrainSchema:
     optim: Any = MISSING
     schedule: Any = None
     logger: Any = None
+    local: Any = None
 
 
 @dataclass
@@ -127,6 +128,7 @@ class EvalRunSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
     logger: Any = None
+    local: Any = None
 
 
 @dataclass

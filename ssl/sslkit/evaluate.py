@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import torch
@@ -17,6 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sslkit.config import config_dir, register_configs
+from sslkit.loggers import log_config
+from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import describe
 from sslkit.pipeline import (
     build_datamodule,
@@ -24,7 +26,7 @@ from sslkit.pipeline import (
     evaluate_and_report,
     resolve_device,
 )
-from sslkit.train import run_and_report
+from sslkit.train import objective, run_and_report
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -55,14 +57,10 @@ def run_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
     return merged
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path`` and write ``results.json`` into this run's directory."""
-    start = time.perf_counter()
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    run_cfg = run_config(cfg, checkpoint)
-    datamodule = build_datamodule(run_cfg)
-    method = build_method(run_cfg, datamodule)
+def restore_method(cfg: DictConfig, checkpoint: dict[str, Any]) -> tuple[SSLMethod, Any]:
+    """The datamodule and method of ``cfg``, with the checkpoint's trained weights."""
+    datamodule = build_datamodule(cfg)
+    method = build_method(cfg, datamodule)
     expected = checkpoint.get("sslkit_backbone")
     if expected is not None and describe(method.backbone) != expected:
         raise ValueError(
@@ -70,7 +68,38 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{describe(method.backbone)}; evaluate with the backbone it was trained with"
         )
     method.load_state_dict(checkpoint["state_dict"])
+    return method, datamodule
+
+
+class LoadedRun(NamedTuple):
+    """A trained method (in eval mode), the datamodule it was trained on and its run config."""
+
+    method: SSLMethod
+    datamodule: Any
+    config: DictConfig
+
+
+def load_method(ckpt_path: str | Path) -> LoadedRun:
+    """Load a checkpoint written by ``sslkit-train`` for analysis (notebooks, scripts).
+
+    Builds the method and data from the config stored in the checkpoint, the same way
+    ``sslkit-eval`` does.
+    """
+    checkpoint = load_checkpoint(str(ckpt_path))
+    config = OmegaConf.create(checkpoint["sslkit_config"])
+    method, datamodule = restore_method(config, checkpoint)
+    return LoadedRun(method.eval(), datamodule, config)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` and write ``results.json`` into this run's directory."""
+    start = time.perf_counter()
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    run_cfg = run_config(cfg, checkpoint)
+    method, datamodule = restore_method(run_cfg, checkpoint)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    log_config(logger, run_cfg)
     return evaluate_and_report(
         run_cfg,
         method=method,
@@ -85,8 +114,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    results = run_and_report(cfg, evaluate)
-    return results.get("metrics", {}).get(cfg.objective) if results else None
+    return objective(cfg, run_and_report(cfg, evaluate))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from torch import nn
 
 import sslkit
 from sslkit.eval import ProtocolResult, extract_features, run_protocols
-from sslkit.loggers import log_summary
+from sslkit.loggers import log_media, log_summary
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone
 
@@ -206,6 +206,7 @@ def evaluate_and_report(
     )
     write_json_atomic(output_dir / "results.json", results)
     log_summary(logger, result.metrics)
+    log_media(logger, output_dir)
     print(f"\n{results_table(results)}\n\nresults: {output_dir / 'results.json'}")
     return results
 

@@ -1,0 +1,68 @@
+"""The analysis notebooks are stored without outputs and run on tiny runs (nbclient)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def execute(name: str, cwd: Path) -> tuple[str, int]:
+    """Run every cell of ``notebooks/<name>.ipynb`` in a fresh kernel (an error fails the
+    test); return its text and Markdown output and the number of images it showed."""
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
+    client.execute()
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    text = "\n".join(
+        o.get("text", "") + o.get("data", {}).get("text/markdown", "") for o in outputs
+    )
+    return text, sum("image/png" in o.get("data", {}) for o in outputs)
+
+
+@pytest.mark.parametrize("name", ["compare_runs", "embeddings", "inpainting"])
+def test_notebook_is_stored_without_outputs(name: str) -> None:
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_compare_runs_on_a_tiny_sweep(tiny_sweep: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SSLKIT_RUNS", str(tiny_sweep))
+    monkeypatch.setenv("SSLKIT_X", "method.temperature")
+    output, images = execute("compare_runs", tmp_path)
+    assert "4 runs (0 failed), 4 distinct configs" in output
+    assert "| method.temperature | optim.lr | seeds | knn/top1@5 | knn/top1@20 |" in output
+    assert images == 4, "one plot per metric: kNN top-1 at k=5 and 20, linear top-1 and F1"
+
+
+def test_inpainting_skips_without_a_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SSLKIT_INPAINT_CKPT", raising=False)
+    output, _ = execute("inpainting", tmp_path)
+    assert "No inpainting checkpoint given" in output and "Skipping." in output
+
+
+@pytest.mark.slow
+def test_embeddings_of_a_tiny_checkpoint(tiny_sweep: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SSLKIT_CKPT", str(tiny_sweep / "0" / "checkpoints" / "last.ckpt"))
+    output, images = execute("embeddings", tmp_path)
+    assert "SimCLR, student encoder, synthetic test: 64 images -> 16-d features" in output
+    assert images == 2, "the 2-D map and the nearest-neighbour grid"
+
+
+@pytest.mark.slow
+def test_inpainting_skips_a_method_without_reconstructions(
+    tiny_sweep: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("SSLKIT_INPAINT_CKPT", str(tiny_sweep / "0" / "checkpoints" / "last.ckpt"))
+    output, images = execute("inpainting", tmp_path)
+    assert images == 0
+    assert "SimCLR has no method-specific evaluation" in output
