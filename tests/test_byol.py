@@ -18,7 +18,7 @@ from sslkit.evaluate import evaluate
 from sslkit.methods import BYOL
 from sslkit.models import momentum_schedule
 from sslkit.pipeline import build_datamodule, build_method
-from sslkit.train import train
+from sslkit.train import StoreConfig, train
 from tests.conftest import TINY, compose_config
 
 BYOL_TINY = [
@@ -169,12 +169,24 @@ def _logged_taus(run_dir: Path) -> dict[int, float]:
         }
 
 
-def test_resumed_run_continues_the_momentum_schedule(hydra_run, tmp_path: Path) -> None:
-    # 128 images in batches of 32: 4 optimiser steps per epoch.
+def test_resumed_run_continues_the_momentum_schedule(
+    hydra_run, tmp_path: Path, monkeypatch
+) -> None:
+    # 128 images in batches of 32: 4 optimiser steps per epoch, 8 in the 2-epoch run.
     quick = [*BYOL_TINY, "method.tau_base=0.9", "baselines=[]", "eval.linear.epochs=1"]
-    train(hydra_run("train", [*quick, "trainer.max_epochs=1"]))
+    original = StoreConfig.on_train_epoch_start
+
+    def crash_in_second_epoch(self, trainer, module) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("preempted")
+        original(self, trainer, module)
+
+    monkeypatch.setattr(StoreConfig, "on_train_epoch_start", crash_in_second_epoch, raising=False)
+    with pytest.raises(RuntimeError, match="preempted"):
+        train(hydra_run("train", [*quick, "trainer.max_epochs=2"]))
     first = _logged_taus(tmp_path)
-    assert first == pytest.approx({k: momentum_schedule(k, 4, 0.9) for k in range(4)}, abs=1e-6)
+    assert first == pytest.approx({k: momentum_schedule(k, 8, 0.9) for k in range(4)}, abs=1e-6)
+    monkeypatch.undo()
 
     train(hydra_run("train", [*quick, "trainer.max_epochs=2"]))
     resumed = {k: tau for k, tau in _logged_taus(tmp_path).items() if k >= 4}
