@@ -5,5 +5,15 @@ devices, so methods can share them and tests can check them against references.
 """
 
 from sslkit.losses.info_nce import info_nce
+from sslkit.losses.mining import MINING, mine_triplets, pairs_from_triplets
+from sslkit.losses.pairwise import pairwise_contrastive
+from sslkit.losses.triplet import triplet
 
-__all__ = ["info_nce"]
+__all__ = [
+    "MINING",
+    "info_nce",
+    "mine_triplets",
+    "pairs_from_triplets",
+    "pairwise_contrastive",
+    "triplet",
+]

@@ -1,6 +1,16 @@
 """Pretraining methods: one small LightningModule per method on top of ``SSLMethod``."""
 
 from sslkit.methods.base import NonFiniteLossError, SSLMethod
+from sslkit.methods.pairwise import PairwiseContrastive
 from sslkit.methods.simclr import SimCLR
+from sslkit.methods.supervised import Supervised
+from sslkit.methods.triplet import Triplet
 
-__all__ = ["NonFiniteLossError", "SSLMethod", "SimCLR"]
+__all__ = [
+    "NonFiniteLossError",
+    "PairwiseContrastive",
+    "SSLMethod",
+    "SimCLR",
+    "Supervised",
+    "Triplet",
+]
