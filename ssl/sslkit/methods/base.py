@@ -182,3 +182,21 @@ def split_views(
             f"{len(views)}; pick a matching augmentation (e.g. augment=simclr gives 2 views)."
         )
     return list(views)
+
+
+def require_labels(targets: Tensor, method: str, alternative: str = "") -> None:
+    """Stop with a clear message when a batch holds unlabelled images (label -1).
+
+    Args:
+        targets: (B,) class labels of a pretraining batch.
+        method: what needs the labels, e.g. ``"Supervised"``.
+        alternative: a label-free way to train instead, appended to the message.
+    """
+    unlabelled = int((targets < 0).sum())
+    if unlabelled:
+        raise ValueError(
+            f"{method} needs a class label for every training image, but {unlabelled} of the "
+            f"{len(targets)} images in this batch are unlabelled (label -1). Train on a labelled "
+            "dataset (for STL-10: data.source.unlabeled=false)"
+            + (f", or {alternative}." if alternative else ".")
+        )

@@ -1,0 +1,34 @@
+"""Pairwise contrastive learning (Hadsell et al. 2006) with positives from views or labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sslkit.losses import pairs_from_triplets, pairwise_contrastive
+from sslkit.methods.margin import MarginContrastive, MarginStats
+from sslkit.models.backbones import Backbone
+
+
+class PairwiseContrastive(MarginContrastive):
+    """Backbone + projection head trained with the pairwise contrastive loss.
+
+    Each mined triplet gives one positive and one negative pair, so every batch holds as many
+    positive as negative pairs; ``mining`` chooses the negative pairs.
+    """
+
+    def __init__(self, backbone: Backbone, *, margin: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(backbone, margin=margin, **kwargs)
+
+    def margin_loss(
+        self, embeddings: Tensor, anchor: Tensor, positive: Tensor, negative: Tensor
+    ) -> tuple[Tensor, MarginStats]:
+        first, second, same = pairs_from_triplets(anchor, positive, negative)
+        a, b = embeddings[first], embeddings[second]
+        loss = pairwise_contrastive(a, b, same, self.margin)
+        with torch.no_grad():
+            distance = torch.linalg.vector_norm(a - b, dim=1)
+            active = torch.where(same, distance > 0, distance < self.margin)
+        return loss, MarginStats(distance[same], distance[~same], active)
