@@ -121,6 +121,7 @@ def test_byol_views_blur_and_solarise_each_view_with_its_own_probability():
         random_gray_scale=0.0,
         hf_prob=0.0,
         gaussian_blur=(1.0, 0.0),
+        sigmas=(1.5, 2.0),  # a blur strong enough to see on every draw
         solarization=(0.0, 1.0),
         **GRAY_STATS,
     )
