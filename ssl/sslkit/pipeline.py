@@ -11,7 +11,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -211,22 +211,44 @@ def evaluate_and_report(
     return results
 
 
-def results_table(results: Mapping[str, Any]) -> str:
-    """A plain-text table: one row per baseline and one for the evaluated encoder."""
+def results_table(
+    results: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    labels: Sequence[str] | None = None,
+    *,
+    markdown: bool = False,
+) -> str:
+    """A comparison table: one row per baseline, then one per evaluated encoder.
+
+    Accepts one ``results.json`` document or several (e.g. the rows of a study); the baseline
+    rows come from each document that holds baselines, once per baseline name. Columns are
+    kNN top-1 @20 and @200, linear top-1 and macro-F1 (in %) and wall time.
+    """
+    documents = [results] if isinstance(results, Mapping) else list(results)
+    names = (
+        list(labels)
+        if labels is not None
+        else [f"{doc['method']} ({doc['encoder']})" for doc in documents]
+    )
+    if len(names) != len(documents):
+        raise ValueError(f"got {len(names)} labels for {len(documents)} results")
     columns = [
         ("kNN@20", "knn/top1@20"),
         ("kNN@200", "knn/top1@200"),
         ("linear top-1", "linear/top1"),
         ("linear macro-F1", "linear/macro_f1"),
     ]
-    timings = results.get("timings", {})
-    rows = [
-        (name.replace("_", " "), metrics, timings.get("baselines", {}).get(name))
-        for name, metrics in results.get("baselines", {}).items()
-    ]
-    rows.append(
-        (f"{results['method']} ({results['encoder']})", results["metrics"], timings.get("total_s"))
-    )
+    rows: list[tuple[str, Mapping[str, Any], float | None]] = []
+    seen: set[str] = set()
+    for doc in documents:
+        timings = doc.get("timings", {})
+        for name, metrics in doc.get("baselines", {}).items():
+            if name not in seen:
+                seen.add(name)
+                rows.append(
+                    (name.replace("_", " "), metrics, timings.get("baselines", {}).get(name))
+                )
+    for name, doc in zip(names, documents, strict=True):
+        rows.append((name, doc["metrics"], doc.get("timings", {}).get("total_s")))
     header = ["encoder"] + [title for title, _ in columns] + ["wall time"]
     lines = [header]
     for name, metrics, seconds in rows:
@@ -236,6 +258,10 @@ def results_table(results: Mapping[str, Any]) -> str:
             cells.append("-" if value is None else f"{100 * value:.1f}")
         cells.append("-" if seconds is None else f"{seconds:.0f} s")
         lines.append(cells)
+    if markdown:
+        text = ["| " + " | ".join(row) + " |" for row in lines]
+        text.insert(1, "|" + "|".join(" --- " for _ in header) + "|")
+        return "\n".join(text)
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
