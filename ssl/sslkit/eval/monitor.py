@@ -49,10 +49,6 @@ class KNNMonitor(Callback):
         self.encoder = encoder
         self.history = history
 
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(every_n_epochs=self.every_n_epochs, k=self.k)
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
