@@ -34,6 +34,7 @@ TINY = [
     "logger=csv",
     "eval.knn.k=[5,20]",
     "eval.linear.epochs=5",
+    "eval.plots=false",
 ]
 
 

@@ -47,10 +47,21 @@ def test_eval_config_composes() -> None:
     assert cfg.data.source._target_.endswith("FashionMNIST")
 
 
+def test_eval_config_composes_a_bare_backbone() -> None:
+    cfg = compose_config(
+        "eval", ["backbone=resnet18", "data=cifar10", "eval.weights=ResNet18_Weights.DEFAULT"]
+    )
+    assert cfg.ckpt_path is None and cfg.backbone.depth == 18
+    assert cfg.eval.weights == "ResNet18_Weights.DEFAULT" and cfg.eval.cache
+
+
 def test_typo_in_override_fails_at_compose_time() -> None:
     with pytest.raises(ConfigCompositionException) as info:
         compose_config("train", ["method.temprature=0.1"])
     assert "temprature" in str(info.value)
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config("train", ["eval.linear.label_fraction=[0.1]"])
+    assert "label_fraction" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +72,10 @@ def test_typo_in_override_fails_at_compose_time() -> None:
         "optim.lr=fast",
         "eval.knn.temperature=warm",
         "seed=one",
+        "eval.monitor_every=often",
+        "eval.plots=maybe",
+        "eval.linear.label_fractions=[some]",
+        "eval.linear.lr_grid=fast",
     ],
 )
 def test_wrong_type_fails_at_compose_time(override: str) -> None:

@@ -78,7 +78,7 @@ def test_tiny_training_sets_never_give_batchnorm_a_single_sample():
 
 def test_protocol_defaults_are_the_probe_defaults():
     signature = inspect.signature(fit_linear_probe).parameters
-    for name, value in vars(LinearProtocol()).items():
+    for name, value in LinearProtocol().probe_settings().items():
         assert signature[name].default == value, name
 
 

@@ -124,7 +124,43 @@ def test_run_protocols_reports_every_documented_key():
         "num_classes": 10,
         "multilabel": False,
         "knn": {"k": [5, 300], "temperature": 0.1, "k_effective": [5, 200]},
-        "linear": {"epochs": 3, "batch_size": 32, "lr": 0.1, "weight_decay": 1e-4, "seed": 3},
+        "linear": {
+            "epochs": 3,
+            "batch_size": 32,
+            "lr": 0.1,
+            "weight_decay": 1e-4,
+            "seed": 3,
+            "label_fractions": [1.0],
+            "lr_grid": [],
+            "weight_decay_grid": [],
+            "val_fraction": 0.1,
+        },
+        "settings": {
+            "knn@5": {
+                "protocol": "knn",
+                "k": 5,
+                "k_effective": 5,
+                "temperature": 0.1,
+                "num_train": 200,
+            },
+            "knn@300": {
+                "protocol": "knn",
+                "k": 300,
+                "k_effective": 200,
+                "temperature": 0.1,
+                "num_train": 200,
+            },
+            "linear": {
+                "protocol": "linear",
+                "epochs": 3,
+                "batch_size": 32,
+                "lr": 0.1,
+                "weight_decay": 1e-4,
+                "seed": 3,
+                "label_fraction": 1.0,
+                "num_train": 200,
+            },
+        },
     }
     assert set(result.timings) == {"knn", "linear"}
 
@@ -145,6 +181,7 @@ def test_run_protocols_multilabel_keys_and_threshold():
     names = ["mAP", "micro_f1", "macro_f1", "macro_precision", "macro_recall"]
     assert set(result.metrics) == {f"knn/{m}@10" for m in names} | {f"linear/{m}" for m in names}
     assert result.protocol["threshold"] == 0.5
+    assert all(entry["threshold"] == 0.5 for entry in result.protocol["settings"].values())
     assert "ap" in result.per_class["knn@10"][0]
 
 

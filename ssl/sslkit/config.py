@@ -83,12 +83,21 @@ class LinearSchema:
     lr: float = 0.1
     weight_decay: float = 0.0
     seed: int = 0
+    label_fractions: list[float] = field(default_factory=lambda: [1.0])
+    lr_grid: list[float] = field(default_factory=list)
+    weight_decay_grid: list[float] = field(default_factory=list)
+    val_fraction: float = 0.1
 
 
 @dataclass
 class EvalSchema:
     encoder: str = "student"
     device: str = "auto"
+    monitor_every: int = 0
+    plots: bool = True
+    plot_points: int = 1000
+    cache: bool = True
+    weights: str | None = None
     knn: KNNSchema | None = None
     linear: LinearSchema | None = None
 
@@ -121,10 +130,12 @@ class TrainSchema:
 class EvalRunSchema:
     task_name: str = "eval"
     seed: int = 0
-    ckpt_path: str = MISSING
+    ckpt_path: str | None = None
     objective: str = "knn/top1@20"
     baselines: list[str] = field(default_factory=list)
     data: Any = None
+    backbone: Any = None
+    augment: Any = None
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
     logger: Any = None

@@ -1,6 +1,7 @@
-"""``sslkit-eval``: evaluate a pretraining checkpoint with the named protocols.
+"""``sslkit-eval``: evaluate a pretraining checkpoint, or a bare backbone, with the named protocols.
 
 sslkit-eval ckpt_path=outputs/pretrain/<run>/checkpoints/last.ckpt eval=[knn]
+sslkit-eval backbone=resnet18 data=fashion_mnist eval.weights=random
 """
 
 from __future__ import annotations
@@ -19,17 +20,27 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sslkit.config import config_dir, register_configs
 from sslkit.loggers import log_config
 from sslkit.methods.base import SSLMethod
-from sslkit.models.backbones import describe
+from sslkit.models.backbones import Backbone, describe, load_torchvision_weights
 from sslkit.pipeline import (
+    baseline_encoder,
     build_datamodule,
     build_method,
     evaluate_and_report,
+    feature_cache_for,
     resolve_device,
 )
 from sslkit.train import objective, run_and_report
 
 log = logging.getLogger(__name__)
 register_configs()
+
+
+class FrozenBackbone(SSLMethod):
+    """A backbone evaluated as it is (random or torchvision weights), without a method."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        # Never trained: no optimiser and no online probe.
+        super().__init__(backbone, optimizer=None, online_probe=False)
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -46,27 +57,52 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
 
 def run_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
-    """The training run's config, with this evaluation's data, eval, seed and baselines."""
+    """The training run's config, with this evaluation's data, backbone, eval, seed, baselines."""
     merged = OmegaConf.create(checkpoint["sslkit_config"])
     with open_dict(merged):
-        if cfg.get("data") is not None:
-            merged.data = cfg.data
+        for key in ("data", "backbone"):
+            if cfg.get(key) is not None:
+                merged[key] = cfg[key]
         merged.eval = cfg.eval
         merged.seed = cfg.seed
         merged.baselines = cfg.baselines
     return merged
 
 
-def restore_method(cfg: DictConfig, checkpoint: dict[str, Any]) -> tuple[SSLMethod, Any]:
+def stored_history(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The per-epoch metric curves a training run kept in its checkpoint, if any."""
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if key.startswith("MetricHistory"):
+            return state["history"]
+    return None
+
+
+def check_backbone(method: SSLMethod, checkpoint: dict[str, Any], path: str) -> None:
+    """Refuse a checkpoint whose backbone architecture differs from the configured one."""
+    expected = checkpoint.get("sslkit_backbone")
+    configured = describe(method.backbone)
+    if expected is not None and configured != expected:
+        raise ValueError(
+            f"the checkpoint {path} holds a {_architecture(expected)} but the configured "
+            f"backbone is a {_architecture(configured)}; drop the backbone= (and data=) "
+            "override to use the checkpoint's own, or pass the architecture it was trained with"
+        )
+
+
+def _architecture(description: dict[str, Any]) -> str:
+    return (
+        f"{description['class']} ({description['feature_dim']}-d features, output stride "
+        f"{description['output_stride']}, {description['num_parameters']:,} parameters)"
+    )
+
+
+def restore_method(
+    cfg: DictConfig, checkpoint: dict[str, Any], path: str | Path
+) -> tuple[SSLMethod, Any]:
     """The datamodule and method of ``cfg``, with the checkpoint's trained weights."""
     datamodule = build_datamodule(cfg)
     method = build_method(cfg, datamodule)
-    expected = checkpoint.get("sslkit_backbone")
-    if expected is not None and describe(method.backbone) != expected:
-        raise ValueError(
-            f"the checkpoint's backbone {expected} does not match the configured one "
-            f"{describe(method.backbone)}; evaluate with the backbone it was trained with"
-        )
+    check_backbone(method, checkpoint, str(path))
     method.load_state_dict(checkpoint["state_dict"])
     return method, datamodule
 
@@ -87,17 +123,33 @@ def load_method(ckpt_path: str | Path) -> LoadedRun:
     """
     checkpoint = load_checkpoint(str(ckpt_path))
     config = OmegaConf.create(checkpoint["sslkit_config"])
-    method, datamodule = restore_method(config, checkpoint)
+    method, datamodule = restore_method(config, checkpoint, ckpt_path)
     return LoadedRun(method.eval(), datamodule, config)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path`` and write ``results.json`` into this run's directory."""
+    """Evaluate ``cfg.ckpt_path`` (or ``cfg.backbone`` with ``eval.weights``) into
+    ``results.json`` in this run's directory."""
     start = time.perf_counter()
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    run_cfg = run_config(cfg, checkpoint)
-    method, datamodule = restore_method(run_cfg, checkpoint)
+    device = resolve_device(cfg.eval.device)
+    if cfg.get("ckpt_path") is None:
+        check_bare_backbone_config(cfg)
+        run_cfg, checkpoint, history, cache_file = cfg, None, None, None
+        datamodule = build_datamodule(cfg)
+        method = bare_backbone(cfg, datamodule)
+    else:
+        if cfg.eval.weights is not None:
+            raise ValueError(
+                "eval.weights applies to backbone=<name> without a checkpoint; a checkpoint "
+                "brings its own weights (drop eval.weights or ckpt_path)"
+            )
+        checkpoint_data = load_checkpoint(cfg.ckpt_path)
+        run_cfg = run_config(cfg, checkpoint_data)
+        method, datamodule = restore_method(run_cfg, checkpoint_data, cfg.ckpt_path)
+        checkpoint = str(Path(cfg.ckpt_path).resolve())
+        history = stored_history(checkpoint_data)
+        cache_file = feature_cache_for(run_cfg, cfg.ckpt_path, device)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     log_config(logger, run_cfg)
     return evaluate_and_report(
@@ -105,11 +157,39 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         method=method,
         datamodule=datamodule,
         output_dir=output_dir,
-        device=resolve_device(cfg.eval.device),
+        device=device,
         logger=logger,
         timings={"load_s": time.perf_counter() - start},
-        checkpoint=str(Path(cfg.ckpt_path).resolve()),
+        checkpoint=checkpoint,
+        history=history,
+        cache_file=cache_file,
     )
+
+
+def check_bare_backbone_config(cfg: DictConfig) -> None:
+    """Without a checkpoint, a backbone, a dataset and weights must be named."""
+    missing = [
+        option
+        for option, value in (
+            ("backbone=<name>", cfg.get("backbone")),
+            ("data=<name>", cfg.get("data")),
+            ("eval.weights=random (or torchvision weights)", cfg.eval.weights),
+        )
+        if value is None
+    ]
+    if missing:
+        raise ValueError(
+            "nothing to evaluate: pass ckpt_path=<run dir>/checkpoints/last.ckpt, or evaluate a "
+            f"backbone without pretraining by also setting {', '.join(missing)}"
+        )
+
+
+def bare_backbone(cfg: DictConfig, datamodule: Any) -> FrozenBackbone:
+    """``cfg.backbone`` with ``eval.weights``: its seeded random init, or torchvision weights."""
+    backbone = baseline_encoder("random_init", cfg, datamodule)
+    if cfg.eval.weights != "random":
+        load_torchvision_weights(backbone, cfg.eval.weights)
+    return FrozenBackbone(backbone)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

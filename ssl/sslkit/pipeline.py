@@ -20,10 +20,20 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 import sslkit
-from sslkit.eval import ProtocolResult, extract_features, run_protocols
+from sslkit.eval import KNNProtocol, ProtocolResult, run_protocols
+from sslkit.eval.cache import (
+    SplitFeatures,
+    extract_split_features,
+    feature_cache_file,
+    load_or_extract,
+)
+from sslkit.eval.monitor import KNNMonitor, MetricHistory
+from sslkit.eval.plots import write_plots
+from sslkit.eval.subsets import fraction_label
 from sslkit.loggers import log_media, log_summary
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone
@@ -63,30 +73,66 @@ def resolve_device(name: str, fallback: torch.device | None = None) -> torch.dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evaluate_encoder(
-    encoder: nn.Module, datamodule: Any, eval_cfg: DictConfig, device: torch.device
+def evaluate_features(
+    features: SplitFeatures, datamodule: Any, eval_cfg: DictConfig, device: torch.device
 ) -> ProtocolResult:
-    """Frozen features of the un-augmented train/test splits -> the configured protocols."""
+    """The configured protocols on frozen features of the train/test splits."""
     if eval_cfg.get("knn") is None and eval_cfg.get("linear") is None:
         raise ValueError("no evaluation protocol selected: use eval=[knn,linear] (or one of them)")
-    datamodule.setup("fit")
-    train_features, train_labels = extract_features(
-        encoder, datamodule.eval_dataloader("train"), device
-    )
-    test_features, test_labels = extract_features(
-        encoder, datamodule.eval_dataloader("test"), device
-    )
     return run_protocols(
-        train_features,
-        train_labels,
-        test_features,
-        test_labels,
+        features.train_features,
+        features.train_labels,
+        features.test_features,
+        features.test_labels,
         num_classes=datamodule.num_classes,
         multilabel=datamodule.multilabel,
         knn=instantiate(eval_cfg.knn) if eval_cfg.get("knn") else None,
         linear=instantiate(eval_cfg.linear) if eval_cfg.get("linear") else None,
         device=str(device),
     )
+
+
+def evaluate_encoder(
+    encoder: nn.Module, datamodule: Any, eval_cfg: DictConfig, device: torch.device
+) -> ProtocolResult:
+    """Frozen features of the un-augmented train/test splits -> the configured protocols."""
+    features = extract_split_features(encoder, datamodule, device)
+    return evaluate_features(features, datamodule, eval_cfg, device)
+
+
+#: Data keys that change how images are batched, not which features they give.
+_LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "drop_last", "imbalance_warn_ratio")
+
+
+def feature_cache_for(cfg: DictConfig, checkpoint: str, device: torch.device) -> Path | None:
+    """The feature cache file of ``checkpoint`` under ``cfg`` (None when ``eval.cache`` is off)."""
+    if not cfg.eval.cache:
+        return None
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in _LOADER_KEYS:
+        data.pop(key, None)
+    return feature_cache_file(checkpoint, data=data, encoder=cfg.eval.encoder, device=device)
+
+
+def build_monitor_callbacks(cfg: DictConfig) -> tuple[list[Callback], MetricHistory]:
+    """The per-epoch metric history and, with ``eval.monitor_every > 0``, the kNN monitor.
+
+    The monitor uses the first k and the temperature of ``eval.knn`` (the kNN protocol run
+    at the end), so its last point is comparable with the final ``knn/*`` metric.
+    """
+    history = MetricHistory()
+    every = cfg.eval.monitor_every
+    if not every:
+        return [history], history
+    knn = instantiate(cfg.eval.knn) if cfg.eval.get("knn") else KNNProtocol()
+    monitor = KNNMonitor(
+        every,
+        k=knn.k[0],
+        temperature=knn.temperature,
+        encoder=cfg.eval.encoder,
+        history=history,
+    )
+    return [monitor, history], history
 
 
 def baseline_encoder(name: str, cfg: DictConfig, datamodule: Any) -> nn.Module:
@@ -141,20 +187,27 @@ def build_results(
     baselines: Mapping[str, Mapping[str, float]],
     timings: Mapping[str, Any],
     checkpoint: str | None,
+    feature_cache: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``results.json`` document: what ran, on what, under which protocol, and the numbers."""
+    weights = OmegaConf.select(cfg, "eval.weights", default=None)
+    source = f" ({weights} weights)" if weights else ""
     return {
         "method": method,
         "dataset": datamodule.name,
         "backbone": OmegaConf.select(cfg, "backbone._target_", default=None),
         "encoder": encoder,
-        "protocol": {**result.protocol, "features": f"{encoder} backbone, pooled, frozen"},
+        "protocol": {
+            **result.protocol,
+            "features": f"{encoder} backbone{source}, pooled, frozen",
+        },
         "metrics": result.metrics,
         "per_class": result.per_class,
         "class_names": list(datamodule.class_names),
         "baselines": dict(baselines),
         "timings": {**timings, **{f"eval_{k}_s": v for k, v in result.timings.items()}},
         "checkpoint": checkpoint,
+        "feature_cache": dict(feature_cache) if feature_cache else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {
             "sslkit": sslkit.__version__,
@@ -175,12 +228,17 @@ def evaluate_and_report(
     logger: Any,
     timings: Mapping[str, Any],
     checkpoint: str | None,
+    history: Mapping[str, Any] | None = None,
+    cache_file: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a method's chosen encoder and the baselines, then write and print the results.
 
     Both entry points end here, so a checkpoint evaluated later goes through exactly the steps
-    its training run ended with. Method-specific measurements (``SSLMethod.extra_evaluation``,
-    e.g. reconstruction error) join the metrics.
+    its training run ended with. The encoder's features are extracted once (or read from
+    ``cache_file``, see :mod:`sslkit.eval.cache`) and serve every protocol and plot.
+    Method-specific measurements (``SSLMethod.extra_evaluation``, e.g. reconstruction error)
+    join the metrics. With ``eval.plots``, PNGs go to ``<output_dir>/plots`` (``history``
+    gives the training curves).
     """
     encoders = method.evaluation_encoders()
     if cfg.eval.encoder not in encoders:
@@ -189,7 +247,11 @@ def evaluate_and_report(
             f"choose from {sorted(encoders)}"
         )
     start = time.perf_counter()
-    result = evaluate_encoder(encoders[cfg.eval.encoder].to(device), datamodule, cfg.eval, device)
+    features, reused = load_or_extract(
+        encoders[cfg.eval.encoder].to(device), datamodule, device, cache_file
+    )
+    features_s = time.perf_counter() - start
+    result = evaluate_features(features, datamodule, cfg.eval, device)
     result.metrics.update(method.extra_evaluation(datamodule, output_dir, device))
     eval_s = time.perf_counter() - start
     baselines, baseline_s = evaluate_baselines(cfg, datamodule, device)
@@ -201,13 +263,31 @@ def evaluate_and_report(
         result=result,
         encoder=cfg.eval.encoder,
         baselines=baselines,
-        timings={**timings, "eval_s": eval_s, "total_s": total_s, "baselines": baseline_s},
+        timings={
+            **timings,
+            "eval_features_s": features_s,
+            "eval_s": eval_s,
+            "total_s": total_s,
+            "baselines": baseline_s,
+        },
         checkpoint=checkpoint,
+        feature_cache={"file": str(cache_file), "reused": reused} if cache_file else None,
     )
     write_json_atomic(output_dir / "results.json", results)
     log_summary(logger, result.metrics)
-    log_media(logger, output_dir)
     print(f"\n{results_table(results)}\n\nresults: {output_dir / 'results.json'}")
+    if cfg.eval.plots:
+        plots = write_plots(
+            output_dir / "plots",
+            features=features,
+            scores=result.scores,
+            datamodule=datamodule,
+            history=history,
+            max_points=cfg.eval.plot_points,
+            seed=cfg.seed,
+        )
+        print(f"plots: {', '.join(str(path) for path in plots.values())}")
+    log_media(logger, output_dir)
     return results
 
 
@@ -220,8 +300,9 @@ def results_table(
     """A comparison table: one row per baseline, then one per evaluated encoder.
 
     Accepts one ``results.json`` document or several (e.g. the rows of a study); the baseline
-    rows come from each document that holds baselines, once per baseline name. Columns are
-    kNN top-1 @20 and @200, linear top-1 and macro-F1 (in %) and wall time.
+    rows come from each document that holds baselines, once per baseline name. Columns: kNN
+    top-1 at k=20 and 200, linear top-1 and macro-F1, and linear top-1 at each label fraction
+    below 1 (in %), and wall time; multi-label results show mAP (and micro-F1) instead of top-1.
     """
     documents = [results] if isinstance(results, Mapping) else list(results)
     names = (
@@ -231,12 +312,21 @@ def results_table(
     )
     if len(names) != len(documents):
         raise ValueError(f"got {len(names)} labels for {len(documents)} results")
+    protocol = documents[0].get("protocol", {}) if documents else {}
+    multilabel = protocol.get("multilabel", False)
+    score, title = ("mAP", "mAP") if multilabel else ("top1", "top-1")
     columns = [
-        ("kNN@20", "knn/top1@20"),
-        ("kNN@200", "knn/top1@200"),
-        ("linear top-1", "linear/top1"),
-        ("linear macro-F1", "linear/macro_f1"),
+        (f"kNN@20 {title}" if multilabel else "kNN@20", f"knn/{score}@20"),
+        (f"kNN@200 {title}" if multilabel else "kNN@200", f"knn/{score}@200"),
+        (f"linear {title}", f"linear/{score}"),
+        ("linear micro-F1", "linear/micro_f1")
+        if multilabel
+        else ("linear macro-F1", "linear/macro_f1"),
     ]
+    for fraction in protocol.get("linear", {}).get("label_fractions", []):
+        if fraction < 1.0:
+            label = fraction_label(fraction)
+            columns.append((f"linear {title} @{label}", f"linear/{score}@{label}"))
     rows: list[tuple[str, Mapping[str, Any], float | None]] = []
     seen: set[str] = set()
     for doc in documents:

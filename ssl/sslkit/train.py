@@ -24,6 +24,7 @@ from sslkit.loggers import finish_wandb, log_config
 from sslkit.pipeline import (
     build_datamodule,
     build_method,
+    build_monitor_callbacks,
     evaluate_and_report,
     resolve_device,
 )
@@ -69,9 +70,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             filename="epoch{epoch:03d}",
             auto_insert_metric_name=False,
             save_last=True,
+            # After every epoch-end callback, so the checkpoint holds the epoch's history.
+            save_on_train_epoch_end=True,
         ),
         store_config,
     ]
+    monitors, history = build_monitor_callbacks(cfg)
+    callbacks.extend(monitors)
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = instantiate(
@@ -93,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=logger,
         timings={"pretrain_s": pretrain_s},
         checkpoint=str(last) if last.is_file() else None,
+        history=history.history,
     )
     return results
 

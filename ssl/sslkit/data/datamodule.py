@@ -73,12 +73,21 @@ def balanced_subset(targets: Sequence[Any], size: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def class_counts(targets: Sequence[int], num_classes: int) -> np.ndarray:
+def class_counts(targets: Sequence[Any], num_classes: int) -> np.ndarray:
     """Images per class; unlabelled items (label -1) are not counted.
 
-    Raises a ValueError for labels outside ``[0, num_classes)``, which means the source's
+    Multi-hot ``(N, num_classes)`` targets count the images carrying each label. Raises a
+    ValueError for labels outside ``[0, num_classes)``, which means the source's
     ``num_classes`` does not match its data.
     """
+    if np.ndim(targets) == 2:
+        multi_hot = np.asarray(targets)
+        if multi_hot.shape[1] != num_classes:
+            raise ValueError(
+                f"Multi-hot labels have {multi_hot.shape[1]} columns, but the source declares "
+                f"num_classes={num_classes}."
+            )
+        return (multi_hot > 0).sum(axis=0)
     labels = np.asarray(targets, dtype=np.int64)
     labels = labels[labels != UNLABELED]
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -206,14 +215,14 @@ class SSLDataModule(pl.LightningDataModule):
         self.setup()
         return self._datasets[split]
 
-    def _report_class_counts(self, targets: Sequence[int]) -> None:
+    def _report_class_counts(self, targets: Sequence[Any]) -> None:
         counts = class_counts(targets, self.num_classes)
         names = self.class_names
-        unlabeled = len(targets) - int(counts.sum())
+        unlabeled = 0 if self.multilabel else len(targets) - int(counts.sum())
         log.info(
             "%s train split: %d labelled images%s; per class: %s",
             self.name,
-            int(counts.sum()),
+            len(targets) - unlabeled,
             f" and {unlabeled} unlabelled" if unlabeled else "",
             ", ".join(f"{n}={c}" for n, c in zip(names, counts.tolist(), strict=True)),
         )

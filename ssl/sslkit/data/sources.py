@@ -9,6 +9,7 @@ Label ``-1`` marks an unlabelled image (STL-10's unlabelled set).
 
 from __future__ import annotations
 
+import csv
 import gzip
 import zlib
 from abc import ABC, abstractmethod
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -42,13 +44,26 @@ class CorruptDataError(ValueError):
 
 
 class LabelledDataset(Protocol):
-    """What every split offers: ``(PIL image, label)`` items and the labels up front."""
+    """What every split offers: ``(PIL image, label)`` items and the labels up front.
 
-    targets: Sequence[int]
+    Single-label: ``targets`` is a list of class ids and a label is an int. Multi-label:
+    ``targets`` is a ``(N, num_classes)`` multi-hot float32 array and a label is its row as a
+    float32 tensor, so batches collate to the ``(B, num_classes)`` targets of BCE.
+    """
+
+    targets: Sequence[Any]
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]: ...
+    def __getitem__(self, index: int) -> tuple[Image.Image, Any]: ...
+
+
+def multi_hot(label_sets: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """``(N, num_classes)`` float32 rows with 1 at the class ids of each label set."""
+    targets = np.zeros((len(label_sets), num_classes), dtype=np.float32)
+    for row, labels in zip(targets, label_sets, strict=True):
+        row[list(labels)] = 1.0
+    return targets
 
 
 def check_split(split: str) -> str:
@@ -82,10 +97,11 @@ class ArrayDataset(Dataset):
     """Images held in one uint8 array, (N, H, W) grayscale or (N, H, W, 3) RGB.
 
     One array instead of N PIL images keeps memory compact and makes the dataset cheap to
-    pickle into DataLoader worker processes.
+    pickle into DataLoader worker processes. ``targets`` are class ids, or a ``(N, C)``
+    multi-hot array for multi-label data (see :class:`LabelledDataset`).
     """
 
-    def __init__(self, images: np.ndarray, targets: Sequence[int]) -> None:
+    def __init__(self, images: np.ndarray, targets: Sequence[int] | np.ndarray) -> None:
         if images.dtype != np.uint8 or not (
             images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)
         ):
@@ -96,13 +112,28 @@ class ArrayDataset(Dataset):
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} labels.")
         self.images = images
-        self.targets = [int(t) for t in targets]
+        self.targets = as_targets(targets)
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(np.ascontiguousarray(self.images[index])), self.targets[index]
+    def __getitem__(self, index: int) -> tuple[Image.Image, Any]:
+        image = Image.fromarray(np.ascontiguousarray(self.images[index]))
+        return image, label_of(self.targets, index)
+
+
+def as_targets(targets: Sequence[int] | np.ndarray) -> list[int] | np.ndarray:
+    """Class ids as a list of ints; a 2-D multi-hot array as float32 ``(N, C)``."""
+    if np.ndim(targets) == 2:
+        return np.asarray(targets, dtype=np.float32)
+    return [int(t) for t in targets]
+
+
+def label_of(targets: list[int] | np.ndarray, index: int) -> int | torch.Tensor:
+    """The label of item ``index``: its class id, or its multi-hot row as a float32 tensor."""
+    if isinstance(targets, np.ndarray):
+        return torch.from_numpy(targets[index].copy())
+    return targets[index]
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
@@ -402,17 +433,22 @@ class STL10(DatasetSource):
 
 
 class FolderDataset(Dataset):
-    """Image files decoded on access, converted to RGB, shorter side resized to ``image_size``."""
+    """Image files decoded on access, converted to RGB, shorter side resized to ``image_size``.
 
-    def __init__(self, files: Sequence[Path], targets: Sequence[int], image_size: int) -> None:
+    ``targets`` are class ids, or a ``(N, C)`` multi-hot array (see :class:`LabelledDataset`).
+    """
+
+    def __init__(
+        self, files: Sequence[Path], targets: Sequence[int] | np.ndarray, image_size: int
+    ) -> None:
         self.files = list(files)
-        self.targets = [int(t) for t in targets]
+        self.targets = as_targets(targets)
         self.image_size = int(image_size)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+    def __getitem__(self, index: int) -> tuple[Image.Image, Any]:
         path = self.files[index]
         try:
             with Image.open(path) as handle:
@@ -425,7 +461,7 @@ class FolderDataset(Dataset):
         if scale != 1.0:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             image = image.resize(size, Image.Resampling.BICUBIC)
-        return image, self.targets[index]
+        return image, label_of(self.targets, index)
 
 
 def _scan_classes(root: Path) -> dict[str, list[Path]]:
@@ -450,6 +486,43 @@ def _scan_classes(root: Path) -> dict[str, list[Path]]:
     return classes
 
 
+def read_label_csv(path: Path, image_root: Path) -> list[tuple[Path, list[str]]]:
+    """Rows ``path,label1;label2;...`` of a multi-label CSV as (image file, label names).
+
+    Image paths are relative to ``image_root`` unless absolute; a first row whose path field
+    is ``path`` is a header and skipped; an empty label field means no label. Every listed
+    image must exist, so a wrong root fails here with the files it could not find.
+    """
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"Label file {path.resolve()} does not exist. Set data.source.labels_csv to a CSV "
+            "with one row per image: path,label1;label2;..."
+        )
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(field.strip() for field in row)]
+    if rows and rows[0][0].strip().lower() == "path":
+        rows = rows[1:]
+    entries = []
+    for number, row in enumerate(rows, start=1):
+        if len(row) > 2:
+            raise CorruptDataError(
+                f"{path}: row {number} has {len(row)} fields; expected path,label1;label2;... "
+                "(labels separated by ';', not ',')."
+            )
+        file = image_root / row[0].strip()
+        labels = [name.strip() for name in (row[1] if len(row) > 1 else "").split(";")]
+        entries.append((file, sorted({name for name in labels if name})))
+    if not entries:
+        raise DatasetNotFoundError(f"Label file {path.resolve()} lists no image.")
+    missing = [str(file) for file, _ in entries if not file.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{len(missing)} image(s) listed in {path} do not exist, e.g. {missing[0]}; paths "
+            f"are relative to {image_root.resolve()} (data.source.root or test_root)."
+        )
+    return entries
+
+
 def stratified_split(
     targets: Sequence[int], test_fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
@@ -471,11 +544,17 @@ def stratified_split(
 
 
 class ImageFolder(DatasetSource):
-    """Any folder of class folders (``root/<class>/<image>``), RGB at ``image_size``.
+    """Any folder of images, RGB at ``image_size``: class folders, or a multi-label CSV.
 
-    The test split comes from ``test_root`` (same class folder names) or, without one, from
-    a deterministic stratified split of ``root`` holding ``test_fraction`` of every class.
-    ``mean``/``std`` default to ImageNet's, the usual choice for natural photographs.
+    Single-label: ``root/<class>/<image>``, the label is the class folder. Multi-label: with
+    ``labels_csv``, a CSV of ``path,label1;label2;...`` rows (paths relative to ``root``) gives
+    each image a set of labels; the classes are the sorted label names of that file.
+
+    The test split comes from ``test_root`` (the same class folders; or, with
+    ``test_labels_csv``, that CSV with paths relative to ``test_root`` or else ``root``), or
+    without one from a deterministic split of ``root`` holding ``test_fraction`` of every
+    class (of all rows for a CSV). ``mean``/``std`` default to ImageNet's, the usual choice for
+    natural photographs.
     """
 
     in_channels = 3
@@ -490,27 +569,48 @@ class ImageFolder(DatasetSource):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         name: str | None = None,
+        labels_csv: str | Path | None = None,
+        test_labels_csv: str | Path | None = None,
     ) -> None:
-        if test_root is None and not 0.0 < test_fraction < 1.0:
+        if test_labels_csv is not None and labels_csv is None:
+            raise ValueError("test_labels_csv needs labels_csv for the train split.")
+        self.root = Path(root).expanduser()
+        self.test_root = Path(test_root).expanduser() if test_root is not None else None
+        self.labels_csv = Path(labels_csv).expanduser() if labels_csv is not None else None
+        self.test_labels_csv = (
+            Path(test_labels_csv).expanduser() if test_labels_csv is not None else None
+        )
+        has_test_split = (
+            self.test_labels_csv is not None
+            if self.labels_csv is not None
+            else self.test_root is not None
+        )
+        if not has_test_split and not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
         if int(image_size) < 1:
             raise ValueError(f"image_size must be positive, got {image_size}.")
-        self.root = Path(root).expanduser()
-        self.test_root = Path(test_root).expanduser() if test_root is not None else None
         self.image_size = int(image_size)
         self.test_fraction = float(test_fraction)
         self.seed = int(seed)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.name = name or self.root.name or "imagefolder"
+        self.multilabel = self.labels_csv is not None
 
     @cached_property
     def _train_files(self) -> dict[str, list[Path]]:
         return _scan_classes(self.root)
 
+    @cached_property
+    def _train_rows(self) -> list[tuple[Path, list[str]]]:
+        return read_label_csv(self.labels_csv, self.root)
+
     @property
     def class_names(self) -> list[str]:
-        """Class folder names under ``root``, sorted; the label is the index in this list."""
+        """Class folder names under ``root`` (or label names of ``labels_csv``), sorted; the
+        label is the index in this list."""
+        if self.multilabel:
+            return sorted({name for _, names in self._train_rows for name in names})
         return list(self._train_files)
 
     @property
@@ -529,8 +629,35 @@ class ImageFolder(DatasetSource):
         targets = [index[name] for name, paths in classes.items() for _ in paths]
         return files, targets
 
+    def _multi_hot(self, rows: list[tuple[Path, list[str]]], source: Path) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.class_names)}
+        unknown = sorted({name for _, names in rows for name in names} - set(index))
+        if unknown:
+            raise ValueError(
+                f"{source} has labels {unknown} that {self.labels_csv} lacks; the train CSV "
+                "must name every class."
+            )
+        return multi_hot([[index[name] for name in names] for _, names in rows], len(index))
+
+    def _build_multilabel(self, split: str) -> FolderDataset:
+        if self.test_labels_csv is not None:
+            if split == "train":
+                rows, source = self._train_rows, self.labels_csv
+            else:
+                rows = read_label_csv(self.test_labels_csv, self.test_root or self.root)
+                source = self.test_labels_csv
+        else:
+            train, test = stratified_split(
+                [0] * len(self._train_rows), self.test_fraction, self.seed
+            )
+            rows = [self._train_rows[i] for i in (train if split == "train" else test)]
+            source = self.labels_csv
+        return FolderDataset([f for f, _ in rows], self._multi_hot(rows, source), self.image_size)
+
     def build(self, split: str) -> FolderDataset:
         check_split(split)
+        if self.multilabel:
+            return self._build_multilabel(split)
         if self.test_root is not None:
             classes = self._train_files if split == "train" else _scan_classes(self.test_root)
             files, targets = self._labelled(classes)

@@ -9,13 +9,14 @@ Shapes are chosen to stay distinct under any rotation (no square *and* diamond).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sslkit.data.sources import ArrayDataset, DatasetSource, check_split
+from sslkit.data.sources import ArrayDataset, DatasetSource, check_split, multi_hot
 
 # A shape is a list of (polygon, fill) in unit coordinates (x right, y down, radius about 1);
 # fill 0 cuts a hole into the polygons drawn before it.
@@ -166,14 +167,37 @@ def _shape_mask(
     return np.asarray(mask.resize((size, size), Image.Resampling.BOX))
 
 
-def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator) -> np.ndarray:
-    """Renders one image per label as a (N, H, W, 3) uint8 array; all randomness from ``rng``."""
-    n, size = len(labels), image_size
+def render_shapes(
+    labels: np.ndarray | Sequence[Sequence[int]],
+    image_size: int,
+    rng: np.random.Generator,
+    *,
+    grid: int = 1,
+) -> np.ndarray:
+    """Renders one image per label as a (N, H, W, 3) uint8 array; all randomness from ``rng``.
+
+    ``labels`` holds one shape id per image, or one sequence of distinct shape ids per image
+    (multi-label). With ``grid > 1`` the image is cut into ``grid x grid`` cells and each shape
+    of an image gets a cell of its own, drawn at random, so shapes never overlap; the shapes of
+    an image share its foreground colour.
+    """
+    shape_sets = [[int(s)] if np.ndim(s) == 0 else [int(x) for x in s] for s in labels]
+    n, size = len(shape_sets), image_size
+    if any(len(shapes) > grid * grid for shapes in shape_sets):
+        raise ValueError(f"an image holds more shapes than the {grid}x{grid} grid has cells")
+    owner = np.repeat(np.arange(n), [len(shapes) for shapes in shape_sets])
+    kinds = [kind for shapes in shape_sets for kind in shapes]
+    cell = size / grid
     fg, bg0, bg1 = _sample_colours(rng, n)
-    radius = rng.uniform(MIN_RADIUS, MAX_RADIUS, n) * size
-    centre = radius[:, None] + rng.uniform(0, 1, (n, 2)) * (size - 2 * radius[:, None])
-    angle = rng.uniform(0, 2 * np.pi, n)
+    radius = rng.uniform(MIN_RADIUS, MAX_RADIUS, len(kinds)) * cell
+    centre = radius[:, None] + rng.uniform(0, 1, (len(kinds), 2)) * (cell - 2 * radius[:, None])
+    angle = rng.uniform(0, 2 * np.pi, len(kinds))
     direction = rng.uniform(0, 2 * np.pi, n)
+    if grid > 1:
+        cells = np.concatenate(
+            [rng.permutation(grid * grid)[: len(shapes)] for shapes in shape_sets]
+        )
+        centre += np.stack([cells % grid, cells // grid], axis=1) * cell
     specs = [spec() for spec in SHAPES.values()]
 
     images = np.empty((n, size, size, 3), dtype=np.uint8)
@@ -182,9 +206,11 @@ def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator)
     for start in range(0, n, 512):
         stop = min(start + 512, n)
         idx = np.arange(start, stop)
-        alpha = np.stack(
-            [_shape_mask(specs[labels[i]], size, centre[i], radius[i], angle[i]) for i in idx]
-        )[..., None] / np.float32(255)
+        alpha = np.zeros((stop - start, size, size), dtype=np.float32)
+        for i in np.flatnonzero((owner >= start) & (owner < stop)):
+            mask = _shape_mask(specs[kinds[i]], size, centre[i], radius[i], angle[i])
+            np.maximum(alpha[owner[i] - start], mask / np.float32(255), out=alpha[owner[i] - start])
+        alpha = alpha[..., None]
         along = (
             np.cos(direction[idx])[:, None, None] * xs + np.sin(direction[idx])[:, None, None] * ys
         )
@@ -201,6 +227,11 @@ class SyntheticShapes(DatasetSource):
 
     Deterministic for a ``seed``; train and test are drawn from different derived seeds.
     Images are generated once, on first use, into one uint8 array per split.
+
+    ``multilabel=True`` draws 1 to ``max_shapes_per_image`` distinct shapes per image (uniformly
+    many), each in its own cell of a grid, and the label is the set of shapes present, as a
+    multi-hot row. Every class is the first shape of an equal share of the images, so every
+    class appears in both splits.
     """
 
     name = "synthetic"
@@ -213,6 +244,8 @@ class SyntheticShapes(DatasetSource):
         image_size: int = 32,
         num_classes: int = 10,
         seed: int = 0,
+        multilabel: bool = False,
+        max_shapes_per_image: int = 3,
     ) -> None:
         if not 2 <= num_classes <= len(SHAPES):
             raise ValueError(
@@ -226,6 +259,20 @@ class SyntheticShapes(DatasetSource):
             )
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size}.")
+        self.multilabel = bool(multilabel)
+        self.max_shapes_per_image = int(max_shapes_per_image) if self.multilabel else 1
+        self.grid = math.ceil(math.sqrt(self.max_shapes_per_image))
+        if not 1 <= self.max_shapes_per_image <= num_classes:
+            raise ValueError(
+                f"max_shapes_per_image must be between 1 and num_classes={num_classes} "
+                f"(the shapes of an image are distinct), got {max_shapes_per_image}."
+            )
+        if image_size < 8 * self.grid:
+            raise ValueError(
+                f"max_shapes_per_image={max_shapes_per_image} places shapes on a "
+                f"{self.grid}x{self.grid} grid, which needs image_size >= {8 * self.grid}, "
+                f"got {image_size}."
+            )
         self.num_train = int(num_train)
         self.num_test = int(num_test)
         self.image_size = int(image_size)
@@ -240,9 +287,25 @@ class SyntheticShapes(DatasetSource):
             size = self.num_train if split == "train" else self.num_test
             rng = np.random.default_rng([self.seed, 1 + (split == "test")])
             labels = rng.permutation(np.arange(size) % self.num_classes)
-            images = render_shapes(labels, self.image_size, rng)
-            self._splits[split] = ArrayDataset(images, labels.tolist())
+            if not self.multilabel:
+                images = render_shapes(labels, self.image_size, rng)
+                self._splits[split] = ArrayDataset(images, labels.tolist())
+                return self._splits[split]
+            shape_sets = self._shape_sets(labels, rng)
+            images = render_shapes(shape_sets, self.image_size, rng, grid=self.grid)
+            self._splits[split] = ArrayDataset(images, multi_hot(shape_sets, self.num_classes))
         return self._splits[split]
+
+    def _shape_sets(self, first: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
+        """``first[i]`` plus up to ``max_shapes_per_image - 1`` other distinct random shapes."""
+        counts = rng.integers(1, self.max_shapes_per_image + 1, len(first))
+        keys = rng.random((len(first), self.num_classes))
+        keys[np.arange(len(first)), first] = np.inf
+        others = keys.argsort(axis=1)
+        return [
+            [int(f), *others[i, : c - 1].tolist()]
+            for i, (f, c) in enumerate(zip(first, counts, strict=True))
+        ]
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

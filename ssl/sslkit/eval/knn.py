@@ -105,18 +105,25 @@ class WeightedKNN:
         if self.multilabel:
             rows = _MULTILABEL_GATHER_BUDGET // (k_max * self.num_classes)
             chunk_size = max(1, min(chunk_size, rows))
-        queries = _normalised_numpy(test_features)
         parts: dict[int, list[Tensor]] = {k: [] for k in ks}
-        for start in range(0, queries.shape[0], chunk_size):
-            similarities, indices = self.index.search(queries[start : start + chunk_size], k_max)
-            similarities = torch.from_numpy(similarities)
-            indices = torch.from_numpy(indices)
+        for start in range(0, test_features.shape[0], chunk_size):
+            similarities, indices = self.neighbours(
+                test_features[start : start + chunk_size], k=k_max
+            )
             for k, k_eff in effective.items():
                 parts[k].append(
                     self._vote(similarities[:, :k_eff], indices[:, :k_eff], temperature)
                 )
         empty = torch.zeros(0, self.num_classes)
         return {k: torch.cat(chunks) if chunks else empty for k, chunks in parts.items()}
+
+    def neighbours(self, test_features: Tensor, *, k: int) -> tuple[Tensor, Tensor]:
+        """Cosine similarities and indices ``(N_test, k)`` of the k most similar training
+        samples of each query, most similar first (k is clipped to the training set)."""
+        similarities, indices = self.index.search(
+            _normalised_numpy(test_features), min(k, self.num_train)
+        )
+        return torch.from_numpy(similarities), torch.from_numpy(indices)
 
     def _vote(self, similarities: Tensor, indices: Tensor, temperature: float) -> Tensor:
         neighbour_labels = self.train_labels[indices]

@@ -10,12 +10,14 @@ calls the backbone, so a 100-epoch probe costs seconds, not a pass over the imag
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.eval.metrics import check_labels
+from sslkit.eval.metrics import check_labels, classification_metrics, multilabel_metrics
+from sslkit.eval.subsets import holdout_split
 
 
 class LinearProbe(nn.Module):
@@ -131,3 +133,69 @@ def fit_linear_probe(
             optimizer.step()
             schedule.step()
     return probe.eval()
+
+
+def select_probe_settings(
+    train_features: Tensor,
+    train_labels: Tensor,
+    *,
+    grid: Sequence[tuple[float, float]],
+    val_fraction: float,
+    num_classes: int,
+    multilabel: bool = False,
+    epochs: int = 100,
+    batch_size: int = 512,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Pick ``(lr, weight_decay)`` from ``grid`` on a validation split carved from the train set.
+
+    A class-balanced ``val_fraction`` of the training samples is held out (see
+    :func:`~sslkit.eval.subsets.holdout_split`), a probe is trained on the rest for every grid
+    point, and the point with the best validation top-1 (mAP for multi-label) wins, the first
+    one on ties. Only the training data is used: the test split never influences the choice.
+
+    Returns ``{"lr", "weight_decay", "val_fraction", "num_val", "metric", "val_scores"}`` where
+    ``val_scores`` lists ``{"lr", "weight_decay", <metric>}`` for every grid point.
+    """
+    if not grid:
+        raise ValueError("the hyper-parameter grid is empty")
+    fit_index, val_index = holdout_split(train_labels, val_fraction, seed=seed)
+    if len(fit_index) < 2:
+        raise ValueError(
+            f"holding out eval.linear.val_fraction={val_fraction} of {len(train_labels)} "
+            "training samples leaves fewer than 2 to fit the probe; use a larger label "
+            "fraction or a smaller val_fraction, or drop the lr/weight_decay grid"
+        )
+    metric = "mAP" if multilabel else "top1"
+    val_labels = train_labels[val_index]
+    val_scores = []
+    for lr, weight_decay in grid:
+        probe = fit_linear_probe(
+            train_features[fit_index],
+            train_labels[fit_index],
+            num_classes=num_classes,
+            multilabel=multilabel,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            device=device,
+        )
+        scores = probe.scores(train_features[val_index])
+        if multilabel:
+            value = multilabel_metrics(scores, val_labels)[metric]
+        else:
+            value = classification_metrics(scores, val_labels, num_classes)[metric]
+        val_scores.append({"lr": lr, "weight_decay": weight_decay, metric: value})
+    ranked = [-math.inf if math.isnan(row[metric]) else row[metric] for row in val_scores]
+    best = val_scores[ranked.index(max(ranked))]
+    return {
+        "lr": best["lr"],
+        "weight_decay": best["weight_decay"],
+        "val_fraction": val_fraction,
+        "num_val": len(val_index),
+        "metric": metric,
+        "val_scores": val_scores,
+    }

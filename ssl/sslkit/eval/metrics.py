@@ -47,9 +47,7 @@ def classification_metrics(scores: Tensor, targets: Tensor, num_classes: int) ->
     scores = scores.detach().cpu().float()
     predictions = scores.argmax(dim=1)
 
-    confusion = torch.bincount(
-        targets * num_classes + predictions, minlength=num_classes * num_classes
-    ).view(num_classes, num_classes)
+    confusion = confusion_matrix(predictions, targets, num_classes)
     true_positives = confusion.diagonal()
     precision, recall, f1 = _precision_recall_f1(
         true_positives, predicted=confusion.sum(dim=0), support=confusion.sum(dim=1)
@@ -64,6 +62,13 @@ def classification_metrics(scores: Tensor, targets: Tensor, num_classes: int) ->
         per_class=_per_class(precision, recall, f1, support=confusion.sum(dim=1)),
     )
     return metrics
+
+
+def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> Tensor:
+    """``(num_classes, num_classes)`` counts: row = true class, column = predicted class."""
+    return torch.bincount(
+        targets.long() * num_classes + predictions.long(), minlength=num_classes * num_classes
+    ).view(num_classes, num_classes)
 
 
 def top_k_accuracy(scores: Tensor, targets: Tensor, k: int) -> float:

@@ -9,6 +9,7 @@ vector (projectors, probes) are written once for all backbones.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torchvision
@@ -117,3 +118,58 @@ def describe(backbone: Backbone) -> dict[str, object]:
         "output_stride": backbone.output_stride,
         "num_parameters": sum(p.numel() for p in backbone.parameters()),
     }
+
+
+def load_torchvision_weights(backbone: Backbone, name: str) -> Backbone:
+    """Copy torchvision's pretrained weights ``name`` into a :class:`ResNet` backbone.
+
+    ``name`` is a torchvision weights enum member such as ``ResNet18_Weights.IMAGENET1K_V1``
+    (or ``ResNet50_Weights.DEFAULT``); the file is read from torch's hub cache
+    (``torch.hub.get_dir()/checkpoints``) or downloaded there. The weights fit the ImageNet
+    stem, so the backbone needs ``small_input=false``; on grayscale data the first
+    convolution's kernels are summed over the RGB channels. Returns the backbone.
+    """
+    if not isinstance(backbone, ResNet):
+        raise ValueError(
+            f"torchvision weights are available here for ResNet backbones only, not "
+            f"{type(backbone).__name__}; use eval.weights=random or backbone=resnet18/resnet50"
+        )
+    try:
+        weights = torchvision.models.get_weight(name)
+    except (ValueError, KeyError, AttributeError):
+        raise ValueError(
+            f"unknown torchvision weights {name!r}; name an enum member such as "
+            f"ResNet{backbone.depth}_Weights.IMAGENET1K_V1"
+        ) from None
+    expected = f"ResNet{backbone.depth}_Weights"
+    if type(weights).__name__ != expected:
+        raise ValueError(
+            f"{name} are not weights of the configured ResNet-{backbone.depth}; "
+            f"use {expected}.<name> or the matching backbone"
+        )
+    stem = backbone.stem[0]
+    if stem.kernel_size != (7, 7):
+        raise ValueError(
+            f"{name} fit the ImageNet stem (7x7 convolution, stride 2): "
+            "set backbone.small_input=false to evaluate them"
+        )
+    try:
+        state = weights.get_state_dict(progress=False)
+    except OSError as exc:
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise FileNotFoundError(
+            f"could not load the torchvision weights {name} ({exc}); without network access, "
+            f"put {Path(weights.url).name} (from {weights.url}) at {file}"
+        ) from None
+    conv1 = state["conv1.weight"]
+    if stem.in_channels != conv1.shape[1]:
+        conv1 = conv1.sum(dim=1, keepdim=True)
+    renamed = {"stem.0.weight": conv1}
+    for key, value in state.items():
+        if key.startswith("bn1."):
+            renamed[f"stem.1.{key.removeprefix('bn1.')}"] = value
+        elif key.startswith("layer"):
+            index, rest = key.removeprefix("layer").split(".", 1)
+            renamed[f"layers.{int(index) - 1}.{rest}"] = value
+    backbone.load_state_dict(renamed)
+    return backbone

@@ -1,0 +1,122 @@
+"""Watching the representation while it trains: a kNN monitor and per-epoch metric curves.
+
+The online linear probe (``val/online_top1``, on the test split every epoch) is cheap but
+trained alongside the encoder; the kNN monitor measures the frozen features with the kNN
+protocol itself every few epochs, so its last value is the kNN number the run ends with.
+:class:`MetricHistory` keeps every epoch-level metric in memory and in the checkpoints, so
+curves can be plotted whatever the logger and survive a resumed run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from sslkit.eval.features import extract_features
+from sslkit.eval.knn import WeightedKNN
+from sslkit.eval.metrics import classification_metrics, multilabel_metrics
+
+
+class KNNMonitor(Callback):
+    """Weighted kNN of the frozen encoder every ``every_n_epochs`` epochs, logged as a curve.
+
+    At the end of every ``every_n_epochs``-th training epoch the un-augmented train and test
+    splits of the trainer's DataModule are encoded by ``pl_module.evaluation_encoders()
+    [encoder]`` in eval mode (the training mode is restored afterwards) and the test split is
+    classified by its ``k`` nearest training samples with weights ``exp(sim / temperature)``.
+    Logged as ``monitor/knn_top1@{k}`` (``monitor/knn_mAP@{k}`` for multi-label data) and
+    recorded into ``history`` when given. Runs on the global-zero process only; the others
+    wait for it at the next collective.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int,
+        *,
+        k: int = 20,
+        temperature: float = 0.07,
+        encoder: str = "student",
+        history: MetricHistory | None = None,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"eval.monitor_every must be >= 1 to monitor, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+        self.k = k
+        self.temperature = temperature
+        self.encoder = encoder
+        self.history = history
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        encoder = pl_module.evaluation_encoders()[self.encoder]
+        train_features, train_labels = extract_features(
+            encoder, datamodule.eval_dataloader("train"), pl_module.device
+        )
+        test_features, test_labels = extract_features(
+            encoder, datamodule.eval_dataloader("test"), pl_module.device
+        )
+        knn = WeightedKNN(train_features, train_labels, num_classes=datamodule.num_classes)
+        scores = knn.predict(test_features, k=self.k, temperature=self.temperature)
+        if datamodule.multilabel:
+            name, value = "mAP", multilabel_metrics(scores, test_labels)["mAP"]
+        else:
+            name = "top1"
+            value = classification_metrics(scores, test_labels, datamodule.num_classes)[name]
+        key = f"monitor/knn_{name}@{self.k}"
+        pl_module.log(key, value, rank_zero_only=True)
+        if self.history is not None:
+            self.history.record(key, trainer.current_epoch + 1, value)
+
+
+class MetricHistory(Callback):
+    """Epoch-level value of every logged metric, per epoch, kept in checkpoints.
+
+    ``history`` maps a metric name to ``[[epoch, value], ...]`` (epochs counted from 1). Values
+    logged during training are read at the end of each training epoch (a metric logged per
+    step and per epoch by its epoch value), ``val/*`` metrics at the end of each validation
+    run, and callbacks such as :class:`KNNMonitor` add theirs with :meth:`record`, so a
+    metric computed every few epochs is not repeated in between.
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[list[float]]] = {}
+
+    def record(self, name: str, epoch: int, value: float) -> None:
+        """Add one point (a repeated epoch replaces the previous value of that epoch)."""
+        value = float(value)
+        if not math.isfinite(value):
+            return
+        series = self.history.setdefault(name, [])
+        if series and series[-1][0] == epoch:
+            series.pop()
+        series.append([epoch, value])
+
+    def _record_logged(self, trainer: pl.Trainer, validation: bool) -> None:
+        metrics = trainer.callback_metrics
+        for name, value in metrics.items():
+            if name.endswith("_step") or f"{name}_epoch" in metrics:
+                continue
+            if name.startswith("monitor/") or name.startswith("val/") != validation:
+                continue
+            self.record(name.removesuffix("_epoch"), trainer.current_epoch + 1, value)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._record_logged(trainer, validation=False)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            self._record_logged(trainer, validation=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {
+            name: [list(point) for point in points]
+            for name, points in state_dict["history"].items()
+        }

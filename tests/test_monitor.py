@@ -1,0 +1,63 @@
+"""Monitoring while pretraining: the kNN monitor, per-epoch curves in checkpoints, run plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sslkit.eval.monitor import KNNMonitor, MetricHistory
+from sslkit.train import train
+from tests.conftest import TINY
+
+
+def assert_real_png(path: Path) -> None:
+    """A readable PNG with more than one colour (something was drawn)."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+    assert min(pixels.shape) >= 100 and pixels.std() > 5
+
+
+def test_metric_history_records_points_and_round_trips():
+    history = MetricHistory()
+    history.record("monitor/knn_top1@20", 2, torch.tensor(0.5))
+    history.record("monitor/knn_top1@20", 2, 0.6)  # the same epoch again replaces it
+    history.record("monitor/knn_top1@20", 4, 0.7)
+    history.record("train/loss", 1, float("nan"))
+    assert history.history == {"monitor/knn_top1@20": [[2, 0.6], [4, 0.7]]}
+    restored = MetricHistory()
+    restored.load_state_dict(history.state_dict())
+    assert restored.history == history.history
+
+
+def test_knn_monitor_skips_epochs_between_its_interval():
+    monitor = KNNMonitor(3, k=5)
+    for epoch in (0, 1, 3, 4):  # 0-based: runs after the 3rd and 6th epochs only
+        trainer = SimpleNamespace(current_epoch=epoch, is_global_zero=True, datamodule=None)
+        monitor.on_train_epoch_end(trainer, None)  # would fail if it tried to evaluate
+
+
+def test_training_monitors_knn_keeps_curves_and_writes_plots(hydra_run, tmp_path):
+    overrides = [*TINY, "trainer.max_epochs=2", "eval.monitor_every=1", "eval.plots=true"]
+    results = train(hydra_run("train", [*overrides, "baselines=[]"]))
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("MetricHistory")]
+    history = state["history"]
+    assert [epoch for epoch, _ in history["monitor/knn_top1@5"]] == [1, 2]
+    assert [epoch for epoch, _ in history["train/loss"]] == [1, 2]
+    assert [epoch for epoch, _ in history["val/online_top1"]] == [1, 2]
+    # The monitor at the last epoch is the final kNN protocol on the same weights.
+    assert history["monitor/knn_top1@5"][-1][1] == results["metrics"]["knn/top1@5"]
+    assert "monitor/knn_top1@5" in (tmp_path / "csv" / "metrics.csv").read_text()
+
+    plots = tmp_path / "plots"
+    names = {"curves.png", "confusion_linear.png", "embedding_tsne.png", "retrieval.png"}
+    assert {p.name for p in plots.iterdir()} == names
+    for name in names:
+        assert_real_png(plots / name)
+    assert json.loads((tmp_path / "results.json").read_text())["metrics"] == results["metrics"]
