@@ -143,7 +143,7 @@ def test_smoke_fit_writes_metrics_and_grid_and_checkpoint_evaluates_alike(
     # 8 columns x 3 rows of 16 px images enlarged to 64 px, 2 px padding.
     assert grid.size == (8 * 66 + 2, 3 * 66 + 2)
     assert logged == [
-        {"key": "inpainting/reconstructions", "images": [str(tmp_path / "reconstructions.png")]}
+        {"key": "media/reconstructions", "images": [str(tmp_path / "reconstructions.png")]}
     ]
 
     (tmp_path / "reconstructions.png").unlink()

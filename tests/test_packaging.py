@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import site
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def test_wheel_carries_configs_and_runs_from_unrelated_directory(tmp_path: Path)
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [
             str(python),
@@ -68,6 +70,7 @@ def test_wheel_carries_configs_and_runs_from_unrelated_directory(tmp_path: Path)
             "job",
         ],
         cwd=elsewhere,
+        env=env,
         capture_output=True,
         text=True,
     )
@@ -76,6 +79,7 @@ def test_wheel_carries_configs_and_runs_from_unrelated_directory(tmp_path: Path)
     located = subprocess.run(
         [str(python), "-c", "import sslkit.config as c; print(c.config_dir())"],
         cwd=elsewhere,
+        env=env,
         capture_output=True,
         text=True,
         check=True,

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
@@ -188,21 +187,11 @@ class MaskedInpainting(SSLMethod):
             self.train(was_training)
         if num_images == 0:
             raise ValueError(f"the {datamodule.name} test split is empty: nothing to inpaint")
-        path = save_reconstruction_grid(torch.cat(shown, dim=1), Path(output_dir) / GRID_FILE)
-        self._log_grid(path)
+        save_reconstruction_grid(torch.cat(shown, dim=1), Path(output_dir) / GRID_FILE)
         return {
             "inpainting/masked_mse": squared_error / max(hidden_values, 1.0),
             "inpainting/psnr": psnr_sum / num_images,
         }
-
-    def _log_grid(self, path: Path) -> None:
-        """Show the reconstruction grid in W&B when the run logs there (never fails the run)."""
-        if not isinstance(self.logger, WandbLogger):
-            return
-        try:
-            self.logger.log_image(key="inpainting/reconstructions", images=[str(path)])
-        except Exception as exc:  # W&B trouble must never fail a finished run
-            log.warning("could not log %s to W&B: %s", path.name, exc)
 
 
 def save_reconstruction_grid(rows: Tensor, path: Path) -> Path:
