@@ -33,7 +33,7 @@ format: $(INSTALLED)
 
 ## Benchmarks under experiments/ (each prints its figures next to a reference measured in the same run).
 bench: $(INSTALLED)
-	@for script in experiments/*/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in $$(ls experiments/*/bench_*.py 2>/dev/null); do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

@@ -4,7 +4,7 @@
 #   bash experiments/fashion_mnist/run_cpu_budget.sh [out_dir]
 set -euo pipefail
 out=${1:-outputs/fashion_mnist_cpu_budget}
-budget=(data.max_train=4096 data.max_test=1024 trainer.max_epochs=2 backbone.small_input=false
+budget=(data.max_train=2048 data.max_test=1024 trainer.max_epochs=2 backbone.small_input=false
         data.num_workers=2 seed=0 trainer.enable_progress_bar=false logger=csv)
 train() { local name=$1; shift; sslkit-train "$@" "${budget[@]}" "hydra.run.dir=$out/$name"; }
 
