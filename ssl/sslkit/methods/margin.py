@@ -33,6 +33,9 @@ class MarginStats(NamedTuple):
 class MarginContrastive(SSLMethod):
     """Base of the margin methods: projection, positives, mining and their diagnostics.
 
+    Triplets are mined within each process's batch (under DDP negatives are not gathered from
+    other processes), so the number of candidate negatives grows with ``data.batch_size``.
+
     Args:
         backbone: the encoder being pretrained.
         positives: ``views`` (two crops of one image are positives, other images negatives)
