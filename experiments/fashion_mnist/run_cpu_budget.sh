@@ -9,10 +9,10 @@ budget=(data.max_train=2048 data.max_test=1024 trainer.max_epochs=2 backbone.sma
 train() { local name=$1; shift; sslkit-train "$@" "${budget[@]}" "hydra.run.dir=$out/$name"; }
 
 train simclr experiment=simclr_resnet18_fashion_mnist
-train pairwise_views experiment=pairwise_resnet18_fashion_mnist method.positives=views baselines=[]
-train pairwise_labels experiment=pairwise_resnet18_fashion_mnist method.positives=labels baselines=[]
-train triplet_views experiment=triplet_resnet18_fashion_mnist method.positives=views baselines=[]
-train triplet_labels experiment=triplet_resnet18_fashion_mnist method.positives=labels baselines=[]
+train pairwise_views experiment=pairwise_resnet18_fashion_mnist method.positives=views method.mining=random baselines=[]
+train pairwise_labels experiment=pairwise_resnet18_fashion_mnist method.positives=labels method.mining=random baselines=[]
+train triplet_views experiment=triplet_resnet18_fashion_mnist method.positives=views method.mining=semihard baselines=[]
+train triplet_labels experiment=triplet_resnet18_fashion_mnist method.positives=labels method.mining=semihard baselines=[]
 train supervised experiment=supervised_resnet18_fashion_mnist baselines=[]
 train byol experiment=byol_resnet18_fashion_mnist baselines=[]
 sslkit-eval "ckpt_path=$out/byol/checkpoints/last.ckpt" eval.encoder=teacher seed=0 \
