@@ -55,7 +55,7 @@ def test_teacher_is_frozen_and_left_out_of_the_optimiser(hydra_run) -> None:
     assert optimised.isdisjoint(id(p) for p in _teacher_params(method))
     assert {id(p) for p in [*_student_params(method), *method.predictor.parameters()]} <= optimised
 
-    views, labels = next(iter(datamodule.train_dataloader()))
+    views, labels = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     teacher_before = [p.detach().clone() for p in _teacher_params(method)]
     student_before = [p.detach().clone() for p in method.backbone.parameters()]
     loss = method.training_step((views, labels), 0)

@@ -6,6 +6,7 @@ import gzip
 import logging
 import pickle
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -271,26 +272,59 @@ class FakeSource(DatasetSource):
         return ArrayDataset(rng.integers(0, 256, shape, dtype=np.uint8), self.labels[split])
 
 
-def _module(source, **kwargs) -> SSLDataModule:
+def _module(source, backend="auto", **kwargs) -> SSLDataModule:
     return SSLDataModule(
-        source, augment=simclr_views, **{"batch_size": 4, "eval_batch_size": 3, **kwargs}
+        source,
+        augment=partial(simclr_views, backend=backend),
+        **{"batch_size": 4, "eval_batch_size": 3, **kwargs},
     )
 
 
+@pytest.mark.parametrize("backend", ["batched", "pil"])
 @pytest.mark.parametrize("in_channels", [3, 1])
-def test_train_batches_are_two_views_and_labels(in_channels):
+def test_train_batches_are_two_views_and_labels(in_channels, backend):
     source = FakeSource([0, 1] * 5, in_channels=in_channels)
-    module = _module(source)
+    module = _module(source, backend=backend)
     module.setup("fit")
     module.setup("validate")
     assert source.builds == 2
     loader = module.train_dataloader()
-    batches = list(loader)
+    # Lightning calls on_after_batch_transfer once the batch is on the training device.
+    batches = [module.on_after_batch_transfer(batch, 0) for batch in loader]
     assert len(batches) == 2  # 10 images, batch 4, last incomplete batch dropped
     views, labels = batches[0]
     assert isinstance(views, list) and len(views) == 2
-    assert all(v.shape == (4, in_channels, 12, 12) for v in views)
+    assert all(v.shape == (4, in_channels, 12, 12) and v.dtype == torch.float32 for v in views)
+    assert not torch.equal(views[0], views[1])
     assert labels.shape == (4,) and labels.dtype == torch.int64
+
+
+def test_in_memory_batches_are_one_uint8_gather():
+    module = _module(FakeSource([0, 1] * 5))
+    loader = module.train_dataloader()
+    assert loader.num_workers == 0
+    images, labels = next(iter(loader))
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 12, 12)
+    train = module.dataset("train")
+    expected = torch.stack(
+        [torch.from_numpy(train.images[i]).permute(2, 0, 1) for i in range(len(train))]
+    )
+    # Every batch row is one of the dataset's images, with its own label.
+    for image, label in zip(images, labels, strict=True):
+        matches = (expected == image).flatten(1).all(dim=1).nonzero().flatten().tolist()
+        assert matches and train.targets[matches[0]] == int(label)
+
+
+def test_batched_backend_needs_an_in_memory_dataset(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / name / f"{i}.png")
+    source = ImageFolder(str(tmp_path), image_size=8, test_fraction=0.25)
+    with pytest.raises(ValueError, match="augment.backend=auto or augment.backend=pil"):
+        _module(source, backend="batched").train_dataloader()
+    views, _ = next(iter(_module(source).train_dataloader()))  # auto: PIL per image
+    assert [v.shape for v in views] == [(4, 3, 8, 8)] * 2
 
 
 @pytest.mark.parametrize("in_channels", [3, 1])
@@ -384,12 +418,14 @@ def test_bad_arguments_are_rejected(kwargs, match):
 
 
 def test_loaders_can_run_in_worker_processes():
-    module = _module(FakeSource([0, 1] * 4), num_workers=2)
-    for loader in (module.train_dataloader(), module.eval_dataloader("test")):
-        assert loader.num_workers == 2 and loader.persistent_workers
-        # Workers started with "spawn" (macOS, Windows) receive the dataset pickled.
-        image, label = pickle.loads(pickle.dumps(loader.dataset))[0]
-        assert label == loader.dataset[0][1]
+    module = _module(FakeSource([0, 1] * 4), backend="pil", num_workers=2)
+    loader = module.train_dataloader()
+    assert loader.num_workers == 2 and loader.persistent_workers
+    # Workers started with "spawn" (macOS, Windows) receive the dataset pickled.
+    image, label = pickle.loads(pickle.dumps(loader.dataset))[0]
+    assert label == loader.dataset[0][1]
+    # Evaluation batches of an in-memory dataset are gathered in the main process.
+    assert module.eval_dataloader("test").num_workers == 0
 
 
 def test_unknown_split():
@@ -411,8 +447,7 @@ def _instantiate_data(name: str, **source_overrides) -> SSLDataModule:
 def test_synthetic_config_trains():
     module = _instantiate_data("synthetic", num_train=256, num_test=20, image_size=16)
     assert isinstance(module.source, SyntheticShapes)
-    module.num_workers = 0
-    views, labels = next(iter(module.train_dataloader()))
+    views, labels = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
     assert [v.shape for v in views] == [(128, 3, 16, 16)] * 2
 
 

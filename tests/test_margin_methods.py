@@ -57,7 +57,7 @@ def test_training_step_updates_the_backbone(hydra_run, method, positives, mining
     model = build_method(cfg, datamodule)
     assert isinstance(model, expected)
     assert (model.positives, model.mining, model.normalize) == (positives, mining, True)
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     before = [p.detach().clone() for p in model.backbone.parameters()]
     loss = model.training_step(batch, 0)
     assert loss.ndim == 0 and math.isfinite(loss.item()) and loss.item() > 0
@@ -121,7 +121,9 @@ def test_views_mode_needs_two_views(hydra_run):
     datamodule.setup("fit")
     model = build_method(cfg, datamodule)
     with pytest.raises(ValueError, match="at least 2 augmented views .* use augment=simclr"):
-        model.training_step(next(iter(datamodule.train_dataloader())), 0)
+        model.training_step(
+            datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0), 0
+        )
 
 
 @pytest.mark.parametrize(

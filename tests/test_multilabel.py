@@ -121,7 +121,7 @@ def test_image_folder_csv_errors_name_the_problem(tmp_path):
 def test_datamodule_yields_multi_hot_batches():
     module = SSLDataModule(_shapes(), augment=simclr_views, batch_size=8, eval_batch_size=16)
     assert module.multilabel
-    views, labels = next(iter(module.train_dataloader()))
+    views, labels = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
     assert len(views) == 2 and labels.shape == (8, 6) and labels.dtype == torch.float32
     images, labels = next(iter(module.eval_dataloader("test")))
     assert images.shape == (16, 3, 16, 16) and labels.shape == (16, 6)

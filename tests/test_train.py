@@ -20,7 +20,7 @@ def test_simclr_step_updates_backbone_and_loss_is_finite(hydra_run) -> None:
     datamodule.setup("fit")
     method = build_method(cfg, datamodule)
     assert isinstance(method, SimCLR)
-    views, labels = next(iter(datamodule.train_dataloader()))
+    views, labels = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     before = [p.detach().clone() for p in method.backbone.parameters()]
     optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
     loss = method.training_step((views, labels), 0)

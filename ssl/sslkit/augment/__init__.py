@@ -1,11 +1,14 @@
 """View pipelines: a factory per recipe, called with the dataset's size and statistics; and
 masks that methods draw on device."""
 
+from sslkit.augment.batched import ViewSpec
 from sslkit.augment.masking import MaskGenerator
 from sslkit.augment.views import (
+    BACKENDS,
     ConvertMode,
     ImageTransform,
     ViewFactory,
+    Views,
     ViewTransform,
     byol_views,
     eval_transform,
@@ -15,11 +18,14 @@ from sslkit.augment.views import (
 )
 
 __all__ = [
+    "BACKENDS",
     "ConvertMode",
     "ImageTransform",
     "MaskGenerator",
     "ViewFactory",
+    "ViewSpec",
     "ViewTransform",
+    "Views",
     "byol_views",
     "eval_transform",
     "image_mode",

@@ -1,9 +1,14 @@
-"""Multi-view pipelines that run per image in the DataLoader workers (PIL in, tensors out).
+"""Multi-view recipes: what each view's distribution is, made either per image with PIL in
+DataLoader workers or per batch on the training device.
 
 A view factory is called by the DataModule with the dataset's geometry and statistics
-(``image_size``, ``mean``, ``std``, ``in_channels``) and returns a transform that turns one PIL
-image into a list of normalised tensors, one per view. Hydra configs hold the factories as
-partials with only the tunable keys, so the same ``augment=simclr`` works on every dataset.
+(``image_size``, ``mean``, ``std``, ``in_channels``) and returns :class:`Views`: one
+:class:`~sslkit.augment.batched.ViewSpec` per view (``None`` for an un-augmented view), which
+turns one PIL image into a list of normalised tensors (lightly's transforms) or a uint8 batch into
+a list of normalised batches (:mod:`sslkit.augment.batched`). ``backend`` says which path
+the DataModule takes: ``auto`` (batched when the dataset is held in memory, else PIL), ``batched``
+or ``pil``. Hydra configs hold the factories as partials with only the tunable keys, so the same
+``augment=simclr`` works on every dataset.
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
-from lightly.transforms import BYOLView1Transform, BYOLView2Transform, SimCLRViewTransform
-from lightly.transforms.multi_view_transform import MultiViewTransform
+from lightly.transforms import BYOLView1Transform
 from PIL import Image
+from torch import Tensor
 from torchvision.transforms import v2 as T
+
+from sslkit.augment.batched import ViewSpec, render_view, sample_view
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 ViewTransform = Callable[[Image.Image], list[torch.Tensor]]
-ViewFactory = Callable[..., ViewTransform]
+ViewFactory = Callable[..., "Views"]
+
+BACKENDS = ("auto", "batched", "pil")
 
 _MODES = {1: "L", 3: "RGB"}
 
@@ -112,6 +121,103 @@ def eval_transform(
     )
 
 
+class Views:
+    """The views of one recipe for one dataset: a list of specs, rendered by either path.
+
+    Called on a PIL image, returns one normalised ``(C, H, W)`` tensor per view (lightly's
+    transforms, per image); :meth:`batch` turns a ``(B, C, H, W)`` uint8 batch into one
+    normalised ``(B, C, image_size, image_size)`` batch per view, on the batch's device.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ViewSpec | None],
+        *,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        in_channels: int,
+        backend: str = "auto",
+    ) -> None:
+        _check_image_size(image_size)
+        _check_num_views(len(specs))
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"augment.backend must be one of {', '.join(BACKENDS)}, got {backend!r}."
+            )
+        self.specs = list(specs)
+        self.image_size = int(image_size)
+        self.mean, self.std = _normalize_stats(mean, std, in_channels)
+        self.in_channels = in_channels
+        self.backend = backend
+        self._pil = [self._pil_view(spec) for spec in self.specs]
+
+    def _pil_view(self, spec: ViewSpec | None) -> ImageTransform:
+        mode = ConvertMode(image_mode(self.in_channels))
+        if spec is None:
+            return eval_transform(
+                image_size=self.image_size,
+                mean=self.mean,
+                std=self.std,
+                in_channels=self.in_channels,
+            )
+        # lightly multiplies each amplitude by cj_strength; the spec holds the products.
+        view = BYOLView1Transform(
+            input_size=self.image_size,
+            cj_prob=spec.cj_prob,
+            cj_strength=1.0,
+            cj_bright=spec.brightness,
+            cj_contrast=spec.contrast,
+            cj_sat=spec.saturation,
+            cj_hue=spec.hue,
+            min_scale=spec.min_scale,
+            random_gray_scale=spec.gray_prob,
+            gaussian_blur=spec.blur_prob,
+            solarization_prob=spec.solarize_prob,
+            sigmas=spec.sigmas,
+            vf_prob=spec.vf_prob,
+            hf_prob=spec.hf_prob,
+            rr_prob=spec.rr_prob,
+            rr_degrees=spec.rr_degrees,
+            normalize={"mean": self.mean, "std": self.std},
+        )
+        return T.Compose([mode, view])
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __call__(self, image: Image.Image) -> list[Tensor]:
+        return [view(image) for view in self._pil]
+
+    def batch(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Normalised views of a ``(B, C, H, W)`` uint8 batch, each with its own parameters
+        per image, drawn from ``generator`` (default: torch's global CPU generator)."""
+        if images.ndim != 4 or images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected a (B, {self.in_channels}, H, W) batch, got {tuple(images.shape)}."
+            )
+        n, _, height, width = images.shape
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        views = []
+        for spec in self.specs:
+            if spec is None:
+                if (height, width) != (self.image_size, self.image_size):
+                    raise ValueError(
+                        f"un-augmented views need images of {self.image_size} px, got "
+                        f"{height}x{width}."
+                    )
+                view = images.float().div_(255)
+            else:
+                params = sample_view(spec, n, height, width, generator)
+                view = render_view(images, params, self.image_size)
+            views.append(view.sub_(mean).div_(std))
+        return views
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(specs={self.specs}, backend={self.backend!r})"
+
+
 def no_views(
     *,
     image_size: int,
@@ -119,12 +225,19 @@ def no_views(
     std: Sequence[float],
     in_channels: int,
     num_views: int = 1,
-) -> ViewTransform:
+    backend: str = "auto",
+) -> Views:
     """``num_views`` identical un-augmented views, for methods that corrupt inputs themselves
     (inpainting masks on device) and for debugging a pipeline without augmentation noise."""
     _check_num_views(num_views)
-    view = eval_transform(image_size=image_size, mean=mean, std=std, in_channels=in_channels)
-    return MultiViewTransform([view] * int(num_views))
+    return Views(
+        [None] * int(num_views),
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        in_channels=in_channels,
+        backend=backend,
+    )
 
 
 def simclr_views(
@@ -148,7 +261,8 @@ def simclr_views(
     vf_prob: float = 0.0,
     rr_prob: float = 0.0,
     rr_degrees: float | Sequence[float] | None = None,
-) -> ViewTransform:
+    backend: str = "auto",
+) -> Views:
     """SimCLR's view distribution (random resized crop, flips, colour jitter, grayscale, blur).
 
     Each of the ``num_views`` views is drawn independently from the same distribution; the
@@ -156,44 +270,16 @@ def simclr_views(
     (CIFAR) recipe: jitter strength 0.5 and no blur (blur wipes out 32-pixel images). Grayscale
     images (``in_channels=1``) stay single-channel: jitter only changes brightness and contrast.
     """
-    _check_image_size(image_size)
     _check_num_views(num_views)
-    _check_crop_and_probabilities(
-        min_scale,
-        {
-            "cj_prob": cj_prob,
-            "random_gray_scale": random_gray_scale,
-            "gaussian_blur": gaussian_blur,
-            "hf_prob": hf_prob,
-            "vf_prob": vf_prob,
-            "rr_prob": rr_prob,
-        },
+    spec = _view_spec(**_shared_keys(locals()), gaussian_blur=gaussian_blur, solarization=0.0)
+    return Views(
+        [spec] * int(num_views),
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        in_channels=in_channels,
+        backend=backend,
     )
-    mean_list, std_list = _normalize_stats(mean, std, in_channels)
-    view = T.Compose(
-        [
-            ConvertMode(image_mode(in_channels)),
-            SimCLRViewTransform(
-                input_size=int(image_size),
-                cj_prob=cj_prob,
-                cj_strength=cj_strength,
-                cj_bright=cj_bright,
-                cj_contrast=cj_contrast,
-                cj_sat=cj_sat,
-                cj_hue=cj_hue,
-                min_scale=min_scale,
-                random_gray_scale=random_gray_scale,
-                gaussian_blur=gaussian_blur,
-                sigmas=(float(sigmas[0]), float(sigmas[1])),
-                vf_prob=vf_prob,
-                hf_prob=hf_prob,
-                rr_prob=rr_prob,
-                rr_degrees=_rotation_degrees(rr_degrees),
-                normalize={"mean": mean_list, "std": std_list},
-            ),
-        ]
-    )
-    return MultiViewTransform([view] * int(num_views))
 
 
 def byol_views(
@@ -217,7 +303,8 @@ def byol_views(
     vf_prob: float = 0.0,
     rr_prob: float = 0.0,
     rr_degrees: float | Sequence[float] | None = None,
-) -> ViewTransform:
+    backend: str = "auto",
+) -> Views:
     """BYOL's two asymmetric views: the same crops, flips and jitter, but blur and solarisation
     drawn with a different probability per view (``gaussian_blur`` and ``solarization`` hold
     one probability for the first and one for the second view; BYOL uses blur 1.0 / 0.1 and
@@ -226,13 +313,57 @@ def byol_views(
     The jitter is BYOL's (weaker than SimCLR's). Grayscale images (``in_channels=1``) stay
     single-channel: jitter changes brightness and contrast, solarisation inverts bright pixels.
     """
-    _check_image_size(image_size)
-    per_view = {"gaussian_blur": gaussian_blur, "solarization": solarization}
-    for key, value in per_view.items():
+    for key, value in {"gaussian_blur": gaussian_blur, "solarization": solarization}.items():
         if len(value) != 2:
             raise ValueError(
                 f"{key} holds one probability per view (first, second), got {list(value)}."
             )
+    shared = _shared_keys(locals())
+    specs = [
+        _view_spec(
+            **shared,
+            gaussian_blur=gaussian_blur[i],
+            solarization=solarization[i],
+            suffix=f"[{i}]",
+        )
+        for i in range(2)
+    ]
+    return Views(
+        specs, image_size=image_size, mean=mean, std=std, in_channels=in_channels, backend=backend
+    )
+
+
+# The keys every view factory passes on to its views' specs unchanged.
+_SHARED_KEYS = (
+    "min_scale", "cj_prob", "cj_strength", "cj_bright", "cj_contrast", "cj_sat", "cj_hue",
+    "random_gray_scale", "sigmas", "hf_prob", "vf_prob", "rr_prob", "rr_degrees",
+)  # fmt: skip
+
+
+def _shared_keys(arguments: Mapping[str, object]) -> dict[str, object]:
+    return {key: arguments[key] for key in _SHARED_KEYS}
+
+
+def _view_spec(
+    *,
+    min_scale: float,
+    cj_prob: float,
+    cj_strength: float,
+    cj_bright: float,
+    cj_contrast: float,
+    cj_sat: float,
+    cj_hue: float,
+    random_gray_scale: float,
+    gaussian_blur: float,
+    solarization: float,
+    sigmas: Sequence[float],
+    hf_prob: float,
+    vf_prob: float,
+    rr_prob: float,
+    rr_degrees: float | Sequence[float] | None,
+    suffix: str = "",
+) -> ViewSpec:
+    """Checks a factory's keys and turns them into a spec (jitter amplitudes times strength)."""
     _check_crop_and_probabilities(
         min_scale,
         {
@@ -241,30 +372,26 @@ def byol_views(
             "hf_prob": hf_prob,
             "vf_prob": vf_prob,
             "rr_prob": rr_prob,
-            **{f"{key}[{i}]": value[i] for key, value in per_view.items() for i in range(2)},
+            f"gaussian_blur{suffix}": gaussian_blur,
+            f"solarization{suffix}": solarization,
         },
     )
-    mean_list, std_list = _normalize_stats(mean, std, in_channels)
-    shared = {
-        "input_size": int(image_size),
-        "cj_prob": cj_prob,
-        "cj_strength": cj_strength,
-        "cj_bright": cj_bright,
-        "cj_contrast": cj_contrast,
-        "cj_sat": cj_sat,
-        "cj_hue": cj_hue,
-        "min_scale": min_scale,
-        "random_gray_scale": random_gray_scale,
-        "sigmas": (float(sigmas[0]), float(sigmas[1])),
-        "vf_prob": vf_prob,
-        "hf_prob": hf_prob,
-        "rr_prob": rr_prob,
-        "rr_degrees": _rotation_degrees(rr_degrees),
-        "normalize": {"mean": mean_list, "std": std_list},
-    }
-    views = [
-        transform(**shared, gaussian_blur=gaussian_blur[i], solarization_prob=solarization[i])
-        for i, transform in enumerate((BYOLView1Transform, BYOLView2Transform))
-    ]
-    mode = ConvertMode(image_mode(in_channels))
-    return MultiViewTransform([T.Compose([mode, view]) for view in views])
+    low, high = float(sigmas[0]), float(sigmas[1])
+    if not 0 < low <= high:
+        raise ValueError(f"sigmas is a range (min, max) of positive blur radii, got {[low, high]}.")
+    return ViewSpec(
+        min_scale=float(min_scale),
+        cj_prob=float(cj_prob),
+        brightness=cj_strength * cj_bright,
+        contrast=cj_strength * cj_contrast,
+        saturation=cj_strength * cj_sat,
+        hue=cj_strength * cj_hue,
+        gray_prob=float(random_gray_scale),
+        blur_prob=float(gaussian_blur),
+        sigmas=(low, high),
+        solarize_prob=float(solarization),
+        hf_prob=float(hf_prob),
+        vf_prob=float(vf_prob),
+        rr_prob=float(rr_prob),
+        rr_degrees=_rotation_degrees(rr_degrees),
+    )

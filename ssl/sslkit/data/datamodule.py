@@ -1,5 +1,11 @@
 """The LightningDataModule shared by every method: augmented views for pretraining and
-un-augmented images for evaluation, both built from one dataset source."""
+un-augmented images for evaluation, both built from one dataset source.
+
+Datasets held in memory (Fashion-MNIST, CIFAR, STL-10, synthetic shapes) stay one uint8 tensor:
+a batch is an index gather, and the views are made on the training device after the batch
+has been moved there (``on_after_batch_transfer``). Image folders go through PIL per image in
+DataLoader workers.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,18 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslkit.augment.views import ViewFactory, eval_transform
-from sslkit.data.sources import SPLITS, UNLABELED, DatasetSource, LabelledDataset, check_split
+from sslkit.data.sources import (
+    SPLITS,
+    UNLABELED,
+    ArrayDataset,
+    DatasetSource,
+    LabelledDataset,
+    check_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +65,71 @@ class SubsetDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         return self.dataset[self.indices[index]]
+
+
+class TensorImages(Dataset):
+    """Images of one split as a ``(N, C, H, W)`` uint8 tensor; items are whole batches.
+
+    The DataLoader hands ``__getitems__`` a batch of indices, so a batch is one gather. With
+    ``mean``/``std`` the images come out as normalised float32 (the un-augmented evaluation
+    view), otherwise as uint8 for the batched augmentation on the training device.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        self.images = images
+        self.targets = targets
+        self.scale: tuple[Tensor, Tensor] | None = None
+        if mean is not None and std is not None:
+            channels = images.shape[1]
+            mean_t = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
+            std_t = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
+            # (x / 255 - mean) / std as one multiply-add.
+            self.scale = (1 / (255 * std_t), -mean_t / std_t)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index].contiguous()
+        if self.scale is not None:
+            images = torch.addcmul(self.scale[1], images.float(), self.scale[0])
+        return images, self.targets[index]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        images, targets = self.__getitems__([index])
+        return images[0], targets[0]
+
+
+def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Collate for :class:`TensorImages`: its ``__getitems__`` already made the batch."""
+    return batch
+
+
+def tensor_images(dataset: LabelledDataset, image_size: int) -> tuple[Tensor, Tensor] | None:
+    """``(N, C, H, W)`` uint8 images and their targets, without copying, when ``dataset`` is an
+    in-memory array (or a subset of one) at ``image_size``; else None (read with PIL)."""
+    indices = None
+    if isinstance(dataset, SubsetDataset):
+        dataset, indices = dataset.dataset, dataset.indices
+    if not isinstance(dataset, ArrayDataset):
+        return None
+    array = dataset.images
+    if array.shape[1:3] != (image_size, image_size):
+        return None
+    images = torch.from_numpy(array)
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    targets = torch.as_tensor(np.asarray(dataset.targets))
+    if indices is not None:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images, targets = images[index], targets[index]
+    return images, targets
 
 
 def balanced_subset(targets: Sequence[Any], size: int, seed: int) -> list[int]:
@@ -159,6 +238,7 @@ class SSLDataModule(pl.LightningDataModule):
         self.limits = {"train": max_train, "test": max_test}
         self.subset_seed = subset_seed
         self._datasets: dict[str, LabelledDataset] = {}
+        self.batched_views: Any = None
 
     # Properties of the source, so that models and evaluation need only the DataModule.
     @property
@@ -247,15 +327,22 @@ class SSLDataModule(pl.LightningDataModule):
         warnings.warn(message, UserWarning, stacklevel=2)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        # In-memory batches are one gather: worker processes would only add copies.
+        in_memory = isinstance(dataset, TensorImages)
+        workers = 0 if in_memory else self.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train,
             drop_last=train and self.drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=_whole_batch if in_memory else None,
         )
+
+    def _in_memory(self, split: str) -> tuple[Tensor, Tensor] | None:
+        return tensor_images(self.dataset(split), self.image_size)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled pretraining batches ``(views, labels)``; label -1 marks unlabelled images."""
@@ -269,19 +356,52 @@ class SSLDataModule(pl.LightningDataModule):
         views = self.augment(
             image_size=self.image_size, mean=self.mean, std=self.std, in_channels=self.in_channels
         )
+        backend = getattr(views, "backend", "pil")
+        tensors = self._in_memory("train") if backend != "pil" else None
+        if backend == "batched" and tensors is None:
+            raise ValueError(
+                f"augment.backend=batched needs a dataset held in memory at its image size "
+                f"(Fashion-MNIST, CIFAR, STL-10, synthetic shapes), but {self.name} is read "
+                "image by image. Use augment.backend=auto or augment.backend=pil."
+            )
+        self.batched_views = views if tensors is not None else None
+        if tensors is not None:
+            log.info("%s: views made per batch on the training device", self.name)
+            return self._loader(TensorImages(*tensors), self.batch_size, train=True)
         return self._loader(TransformedDataset(train, views), self.batch_size, train=True)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Turns an in-memory uint8 training batch into its views, on the device it is on."""
+        images, labels = batch
+        if isinstance(images, Tensor) and images.dtype == torch.uint8:
+            if self.batched_views is None:
+                raise RuntimeError("a uint8 batch arrived but no batched views were set up")
+            return self.batched_views.batch(images), labels
+        return batch
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Un-augmented, normalised ``(images, labels)`` of a split's labelled images, in a
         fixed order, for feature extraction (kNN, linear probe) and validation."""
         dataset = self.dataset(split)
+        targets = np.asarray(dataset.targets)
+        keep = np.flatnonzero(targets != UNLABELED) if targets.ndim == 1 else None
+        if keep is not None and len(keep) == len(targets):
+            keep = None
+        tensors = self._in_memory(split)
+        if tensors is not None:
+            images, labels = tensors
+            if keep is not None:
+                index = torch.as_tensor(keep, dtype=torch.long)
+                images, labels = images[index], labels[index]
+            return self._loader(
+                TensorImages(images, labels, self.mean, self.std), self.eval_batch_size, False
+            )
         transform = eval_transform(
             image_size=self.image_size, mean=self.mean, std=self.std, in_channels=self.in_channels
         )
         labelled: Dataset = TransformedDataset(dataset, transform)
-        targets = np.asarray(dataset.targets)
-        if (targets == UNLABELED).any():
-            labelled = Subset(labelled, np.flatnonzero(targets != UNLABELED).tolist())
+        if keep is not None:
+            labelled = Subset(labelled, keep.tolist())
         return self._loader(labelled, self.eval_batch_size, train=False)
 
     def val_dataloader(self) -> DataLoader:

@@ -24,6 +24,9 @@ from sslkit.models.backbones import Backbone, describe
 from sslkit.optim import parameter_groups
 
 OptimizerFactory = Callable[..., Optimizer]
+# On accelerators, read device-side health flags (non-finite loss, collapse) every this many
+# steps and before every checkpoint, instead of stalling every step on a host sync.
+HOST_CHECK_EVERY = 25
 ScheduleFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
@@ -71,6 +74,8 @@ class SSLMethod(pl.LightningModule):
         self.online_probe = (
             nn.Linear(backbone.feature_dim, num_classes) if online_probe and num_classes else None
         )
+        # Step of the first non-finite loss (-1: none), kept on the training device.
+        self.register_buffer("_nonfinite_step", torch.tensor(-1), persistent=False)
 
     # ----------------------------------------------------------------- features
     def forward_features(self, x: Tensor) -> Tensor:
@@ -126,14 +131,31 @@ class SSLMethod(pl.LightningModule):
             self.log("val/online_top1", top1, prog_bar=True)
 
     # ------------------------------------------------------------ safety
+    def host_check_due(self) -> bool:
+        """Whether this step reads device-side flags on the host: every step on the CPU
+        (where it costs nothing), every ``HOST_CHECK_EVERY`` steps elsewhere."""
+        return self.device.type == "cpu" or self.global_step % HOST_CHECK_EVERY == 0
+
     def on_before_backward(self, loss: Tensor) -> None:
-        if not torch.isfinite(loss):
+        first = self._nonfinite_step
+        bad = ~torch.isfinite(loss.detach()) & (first < 0)
+        first.copy_(torch.where(bad, torch.full_like(first, self.global_step), first))
+        if self.host_check_due():
+            self.check_finite_loss()
+
+    def check_finite_loss(self) -> None:
+        """Stops the run if any loss so far was NaN or infinite (before the weights it
+        corrupted are checkpointed)."""
+        step = int(self._nonfinite_step)
+        if step >= 0:
             raise NonFiniteLossError(
-                f"the training loss became {loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}). Lower the learning rate (optim.lr), add "
-                "warmup (schedule.warmup_epochs) or check the input data; checkpoints written "
-                "so far are kept."
+                f"the training loss became non-finite (NaN or inf) at step {step}. Lower the "
+                "learning rate (optim.lr), add warmup (schedule.warmup_epochs) or check the "
+                "input data; checkpoints written so far are kept."
             )
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite_loss()
 
     # ------------------------------------------------------------ optimisation
     def trainable_modules(self) -> list[nn.Module]:
@@ -169,6 +191,7 @@ class SSLMethod(pl.LightningModule):
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite_loss()
         checkpoint["sslkit_backbone"] = describe(self.backbone)
 
 

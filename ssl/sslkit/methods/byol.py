@@ -100,10 +100,13 @@ class BYOL(SSLMethod):
         """Log the per-dimension std of the L2-normalised projections; warn if it collapses.
 
         A collapsed network maps every image to the same vector, which the BYOL loss alone
-        cannot detect (it is then 0). The warning is issued at most once per epoch, on rank 0.
+        cannot detect (it is then 0). The warning is issued at most once per epoch, on rank 0;
+        on accelerators the value is read every ``HOST_CHECK_EVERY`` steps (NaN in between).
         """
         std = F.normalize(projections, dim=1).std(dim=0).mean()
         self.log("train/projection_std", std, on_step=True, on_epoch=True)
+        if not self.host_check_due():
+            return math.nan
         value = std.item()
         threshold = self.collapse_threshold / math.sqrt(projections.shape[1])
         if (

@@ -35,6 +35,14 @@ class Backbone(nn.Module):
         """Pooled features ``(B, feature_dim)`` of the spatial feature map."""
         return self.pool(self.forward_spatial(x))
 
+    def set_channels_last(self, enabled: bool) -> None:
+        """Stores convolution weights channels-last (NHWC) when ``enabled``: convolutions then
+        run, and hand their outputs on, in that layout, which is faster with bf16 autocast on
+        recent CPUs and with tensor cores on GPUs. Results are the same up to float rounding."""
+        self.channels_last = bool(enabled)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
 
 def _check_in_channels(in_channels: int) -> None:
     if in_channels < 1:
@@ -46,7 +54,8 @@ class ResNet(Backbone):
 
     ``small_input=True`` swaps the 7x7/stride-2 stem and max-pool for a 3x3/stride-1 stem, the
     usual choice for 28-96 px images (CIFAR, Fashion-MNIST, STL-10), where the ImageNet stem
-    would throw away most of the resolution in its first two layers.
+    would throw away most of the resolution in its first two layers. ``channels_last``: see
+    :meth:`Backbone.set_channels_last`.
     """
 
     _builders = {
@@ -55,7 +64,13 @@ class ResNet(Backbone):
         50: torchvision.models.resnet50,
     }
 
-    def __init__(self, depth: int = 18, in_channels: int = 3, small_input: bool = True) -> None:
+    def __init__(
+        self,
+        depth: int = 18,
+        in_channels: int = 3,
+        small_input: bool = True,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         if depth not in self._builders:
             raise ValueError(f"ResNet depth must be one of {sorted(self._builders)}, got {depth}")
@@ -72,6 +87,7 @@ class ResNet(Backbone):
         self.feature_dim = net.fc.in_features
         self.output_stride = 8 if small_input else 32
         self.depth = depth
+        self.set_channels_last(channels_last)
 
     def forward_spatial(self, x: Tensor) -> Tensor:
         return self.layers(self.stem(x))
@@ -80,7 +96,12 @@ class ResNet(Backbone):
 class ConvNet(Backbone):
     """A small VGG-style convnet for CPU runs: per stage conv-BN-ReLU twice, then stride 2."""
 
-    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256)) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         _check_in_channels(in_channels)
         if not widths:
@@ -104,6 +125,7 @@ class ConvNet(Backbone):
         self.in_channels = in_channels
         self.feature_dim = prev
         self.output_stride = 2 ** (len(widths) - 1)
+        self.set_channels_last(channels_last)
 
     def forward_spatial(self, x: Tensor) -> Tensor:
         return self.stages(x)

@@ -1,0 +1,281 @@
+"""Pretraining throughput: sslkit end to end against a minimal SimCLR loop and the model step.
+
+In one process, on the same machine and data (Fashion-MNIST 28 px, batch 256, ResNet-18),
+it measures pairs of views per second of:
+
+- reference: a minimal SimCLR loop built from lightly's blocks (SimCLRTransform with PIL in one
+  DataLoader worker, NTXentLoss, SGD, fp32), as a researcher would write it;
+- sslkit: `experiment=simclr_resnet18_fashion_mnist` through Lightning, for each augmentation
+  backend (batched on the device, PIL in workers) and precision;
+- model step: forward, backward and optimiser step on random tensors (the limit for a precision);
+- augmentation alone, on one core: sslkit's batched views against lightly's PIL transform, at
+  28 px grayscale and 32 px RGB.
+
+    python experiments/throughput/bench_throughput.py [--steps 30] [--warmup 5]
+
+Published figures come from a run on an otherwise idle machine (README next to this script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torchvision
+from hydra import compose, initialize_config_dir
+from lightly.loss import NTXentLoss
+from lightly.models.modules.heads import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from PIL import Image
+from torch import nn
+
+from sslkit.augment import simclr_views
+from sslkit.config import config_dir, register_configs
+from sslkit.data import FashionMNIST, SyntheticShapes
+from sslkit.losses import info_nce
+from sslkit.models import ResNet
+from sslkit.pipeline import build_datamodule, build_method
+
+PRESET = "simclr_resnet18_fashion_mnist"
+
+
+def fashion_mnist_or_synthetic(num_train: int):
+    """Fashion-MNIST's train split when it is installed, else synthetic grayscale 28 px shapes."""
+    try:
+        return FashionMNIST().build("train"), "fashion_mnist"
+    except FileNotFoundError:
+        shapes = SyntheticShapes(num_train=num_train, num_test=16, image_size=28)
+        train = shapes.build("train")
+        gray = (train.images.astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+        train.images = gray
+        return train, "synthetic (Fashion-MNIST not installed)"
+
+
+class Timer(pl.Callback):
+    """Wall time from the end of the warmup steps to the end of the last step."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.stop, self.steps = warmup, 0.0, 0.0, 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 == self.warmup:
+            self.start = time.perf_counter()
+        elif batch_idx + 1 > self.warmup:
+            self.stop, self.steps = time.perf_counter(), self.steps + 1
+
+
+def sslkit_end_to_end(overrides: list[str], steps: int, warmup: int, batch: int) -> float:
+    """Pairs/s of the preset through Lightning (data, views, step, optimiser, logging)."""
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"experiment={PRESET}", f"data.batch_size={batch}", *overrides],
+        )
+    pl.seed_everything(0, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    method = build_method(cfg, datamodule)
+    timer = Timer(warmup)
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_epochs=1,
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(method, datamodule=datamodule)
+    return batch * timer.steps / (timer.stop - timer.start)
+
+
+def reference_loop(train, steps: int, warmup: int, batch: int) -> float:
+    """Pairs/s of a minimal SimCLR written from lightly's blocks (PIL views in 1 worker)."""
+    torch.manual_seed(0)
+    transform = SimCLRTransform(input_size=28, gaussian_blur=0.0, cj_strength=0.5, min_scale=0.2)
+
+    class Views(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(train)
+
+        def __getitem__(self, index: int):
+            image, label = train[index]
+            return transform(image.convert("RGB")), label
+
+    loader = torch.utils.data.DataLoader(
+        Views(), batch_size=batch, shuffle=True, drop_last=True, num_workers=1
+    )
+    backbone = torchvision.models.resnet18()
+    backbone.fc = nn.Identity()
+    model = nn.Sequential(backbone, SimCLRProjectionHead(512, 512, 128))
+    criterion = NTXentLoss(temperature=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    start, done = 0.0, 0
+    for step, ((x0, x1), _) in enumerate(loader):
+        loss = criterion(model(x0), model(x1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step + 1 == warmup:
+            start = time.perf_counter()
+        elif step + 1 > warmup:
+            done += 1
+            if done == steps:
+                break
+    return batch * done / (time.perf_counter() - start)
+
+
+def model_step(precision: str, steps: int, warmup: int, batch: int) -> float:
+    """Pairs/s of forward + backward + SGD step alone, on random 1 x 28 x 28 tensors."""
+    torch.manual_seed(0)
+    channels_last = precision == "bf16-mixed"
+    backbone = ResNet(depth=18, in_channels=1, small_input=False, channels_last=channels_last)
+    head = SimCLRProjectionHead(512, 512, 128)
+    params = [*backbone.parameters(), *head.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.06, momentum=0.9)
+    x = torch.randn(2 * batch, 1, 28, 28)
+    start = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            z_a, z_b = head(backbone(x)).float().chunk(2)
+            loss = info_nce(z_a, z_b, 0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def per_core(fn: Callable[[], None], images: int, seconds: float) -> float:
+    """Images/s of ``fn`` (which makes views of ``images`` images) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fn()
+        start, count = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            fn()
+            count += images
+        return count / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _each(transform: Callable, images: list[Image.Image]) -> None:
+    for image in images:
+        transform(image)
+
+
+def _kornia_views(size: int, channels: int, stats: dict) -> Callable | None:
+    """The same two views with kornia.augmentation (the alternative to sslkit's batched
+    views that was measured), or None when kornia is not installed."""
+    try:
+        import kornia.augmentation as K
+    except ImportError:
+        print("kornia is not installed (pip install kornia): its row is skipped")
+        return None
+    jitter = (0.4, 0.4, 0.4, 0.1) if channels == 3 else (0.4, 0.4, 0.0, 0.0)
+    steps = [
+        K.RandomResizedCrop((size, size), scale=(0.2, 1.0)),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(*jitter, p=0.8),
+        *([K.RandomGrayscale(p=0.2)] if channels == 3 else []),
+        K.Normalize(mean=torch.tensor(stats["mean"]), std=torch.tensor(stats["std"])),
+    ]
+    pipeline = K.AugmentationSequential(*steps)
+
+    def views(images: torch.Tensor) -> list[torch.Tensor]:
+        x = images.float() / 255
+        return [pipeline(x), pipeline(x)]
+
+    return views
+
+
+def augmentation_alone(seconds: float, batch: int) -> dict[str, float]:
+    """Pairs of SimCLR views per second on one core: batched vs lightly's PIL transform."""
+    results = {}
+    rng = np.random.default_rng(0)
+    for channels, size in ((1, 28), (3, 32)):
+        stats = {"mean": (0.5,) * channels, "std": (0.25,) * channels, "in_channels": channels}
+        views = simclr_views(image_size=size, min_scale=0.2, **stats)
+        images = torch.from_numpy(rng.integers(0, 256, (batch, channels, size, size), np.uint8))
+        pil = [Image.fromarray(img.permute(1, 2, 0).squeeze(-1).numpy()) for img in images]
+        lightly = SimCLRTransform(
+            input_size=size,
+            gaussian_blur=0.0,
+            cj_strength=0.5,
+            min_scale=0.2,
+            normalize={"mean": stats["mean"], "std": stats["std"]},
+        )
+        key = f"{size}px {'gray' if channels == 1 else 'rgb'}"
+        results[f"batched {key}"] = per_core(partial(views.batch, images), batch, seconds)
+        results[f"lightly PIL {key}"] = per_core(partial(_each, lightly, pil), batch, seconds)
+        kornia_views = _kornia_views(size, channels, stats)
+        if kornia_views is not None:
+            results[f"kornia {key}"] = per_core(partial(kornia_views, images), batch, seconds)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps per row")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--aug-seconds", type=float, default=3.0)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    train, data_name = fashion_mnist_or_synthetic(args.batch * (args.steps + args.warmup + 1))
+    run = {"steps": args.steps, "warmup": args.warmup, "batch": args.batch}
+    print(f"data: {data_name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows: dict[str, float] = {}
+    rows["reference loop (lightly, PIL in 1 worker, fp32)"] = reference_loop(train, **run)
+    for backend in ("batched", "pil"):
+        for precision in ("32-true", "bf16-mixed"):
+            overrides = [f"augment.backend={backend}", f"trainer.precision={precision}"]
+            if precision == "bf16-mixed":
+                overrides.append("backbone.channels_last=true")
+            name = f"sslkit {PRESET} backend={backend} precision={precision}"
+            rows[name] = sslkit_end_to_end(overrides, **run)
+    for precision in ("32-true", "bf16-mixed"):
+        rows[f"model step alone, {precision}"] = model_step(precision, **run)
+    reference = rows["reference loop (lightly, PIL in 1 worker, fp32)"]
+    width = max(map(len, rows))
+    print(f"\n{'pretraining':<{width}}  pairs/s  vs reference  vs model step")
+    for name, value in rows.items():
+        limit = rows[
+            "model step alone, bf16-mixed" if "bf16" in name else "model step alone, 32-true"
+        ]
+        print(f"{name:<{width}}  {value:7.0f}  {value / reference:11.2f}x  {value / limit:12.0%}")
+    augment = augmentation_alone(args.aug_seconds, args.batch)
+    print(f"\n{'augmentation alone, 1 core':<30}  pairs/s")
+    for name, value in augment.items():
+        print(f"{name:<30}  {value:7.0f}")
+    for key in ("28px gray", "32px rgb"):
+        for other in ("lightly PIL", "kornia"):
+            if f"{other} {key}" in augment:
+                ratio = augment[f"batched {key}"] / augment[f"{other} {key}"]
+                print(f"batched / {other} at {key}: {ratio:.1f}x")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(
+                {"data": data_name, **run, "pretraining": rows, "augmentation": augment},
+                handle,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    main()
