@@ -112,6 +112,9 @@ class TrainSchema:
     task_name: str = "pretrain"
     seed: int = 0
     resume: bool = True
+    # Also write last.ckpt every n optimiser steps (0: only at the end of each epoch), so an
+    # interrupted long epoch resumes where it stopped instead of from its beginning.
+    checkpoint_every_n_steps: int = 0
     objective: str = "knn/top1@20"
     baselines: list[str] = field(default_factory=lambda: ["raw_pixels", "random_init"])
     data: DataSchema = field(default_factory=DataSchema)

@@ -6,10 +6,7 @@ goes through exactly the protocol its training run ended with.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -34,6 +31,7 @@ from sslkit.eval.cache import (
 from sslkit.eval.monitor import KNNMonitor, MetricHistory
 from sslkit.eval.plots import write_plots
 from sslkit.eval.subsets import fraction_label
+from sslkit.files import write_json_atomic
 from sslkit.loggers import log_media, log_summary
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone
@@ -158,23 +156,6 @@ def evaluate_baselines(
         metrics[name] = result.metrics
         timings[name] = time.perf_counter() - start
     return metrics, timings
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """Write JSON via a temporary file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def build_results(

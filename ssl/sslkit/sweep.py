@@ -19,6 +19,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sslkit.files import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 FAILED_FILE = "failed.json"
@@ -38,9 +40,6 @@ def _container(cfg: DictConfig) -> Any:
 
 def record_failure(exc: BaseException, cfg: DictConfig, output_dir: Path) -> Path:
     """Write ``failed.json`` (error, traceback, overrides, config) into the job's folder."""
-    # Imported here so that sslkit-report and the sweep callback stay free of torch.
-    from sslkit.pipeline import write_json_atomic
-
     hydra = HydraConfig.get()
     return write_json_atomic(
         output_dir / FAILED_FILE,

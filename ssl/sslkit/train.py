@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,22 @@ from sslkit.pipeline import (
     evaluate_and_report,
     resolve_device,
 )
-from sslkit.resume import CONFIG_HASH_KEY, config_hash, resume_checkpoint
+from sslkit.resume import (
+    CONFIG_HASH_KEY,
+    AtomicCheckpointIO,
+    RandomState,
+    StepCheckpoint,
+    config_hash,
+    resume_checkpoint,
+)
 from sslkit.sweep import FAILED_FILE, is_multirun, record_failure
 
 log = logging.getLogger(__name__)
 register_configs()
+# The training loader resumes mid-epoch through its EpochSampler, which Lightning cannot see.
+warnings.filterwarnings(
+    "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
+)
 
 
 class StoreConfig(Callback):
@@ -70,17 +82,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             filename="epoch{epoch:03d}",
             auto_insert_metric_name=False,
             save_last=True,
+            # last.ckpt is also written by StepCheckpoint: overwrite it, never add last-v1.
+            enable_version_counter=False,
             # After every epoch-end callback, so the checkpoint holds the epoch's history.
             save_on_train_epoch_end=True,
         ),
         store_config,
+        RandomState(),
     ]
+    if cfg.checkpoint_every_n_steps:
+        callbacks.append(StepCheckpoint(checkpoints / "last.ckpt", cfg.checkpoint_every_n_steps))
     monitors, history = build_monitor_callbacks(cfg)
     callbacks.extend(monitors)
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = instantiate(
-        cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir)
+        cfg.trainer,
+        logger=logger or False,
+        callbacks=callbacks,
+        default_root_dir=str(output_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     last = checkpoints / "last.ckpt"
     trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)

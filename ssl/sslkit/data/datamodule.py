@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslkit.augment.views import ViewFactory, eval_transform
+from sslkit.data.sampling import ResumableTrainOrder
 from sslkit.data.sources import SPLITS, UNLABELED, DatasetSource, LabelledDataset, check_split
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def class_counts(targets: Sequence[Any], num_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=num_classes)
 
 
-class SSLDataModule(pl.LightningDataModule):
+class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
     """Pretraining and evaluation loaders for one dataset source.
 
     - ``train_dataloader``: shuffled ``(views, labels)`` batches, ``views`` a list of
@@ -247,10 +248,13 @@ class SSLDataModule(pl.LightningDataModule):
         warnings.warn(message, UserWarning, stacklevel=2)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        # Training order seeded per epoch and continued exactly by a resumed run.
+        sampler = self.train_sampler(dataset, batch_size) if train else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=sampler,
+            generator=sampler.loader_generator() if sampler else None,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
