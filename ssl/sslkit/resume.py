@@ -48,23 +48,33 @@ def config_hash(config: DictConfig | Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def stored_hash(path: Path) -> str | None:
-    """The config hash a checkpoint was written with (None when it holds none).
-
-    Raises :class:`DamagedCheckpointError` when the file cannot be read (cut short, not a
-    checkpoint).
-    """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:
-        raise DamagedCheckpointError(
-            f"{path} cannot be read ({type(exc).__name__}: {exc})"
-        ) from exc
-    return checkpoint.get(CONFIG_HASH_KEY) if isinstance(checkpoint, dict) else None
-
-
 class DamagedCheckpointError(ValueError):
     """A checkpoint file that cannot be loaded: cut short by a crash, or not a checkpoint."""
+
+
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` of a checkpoint on the CPU; :class:`DamagedCheckpointError` (naming the file
+    and the first line of the reason) when it cannot be read or holds no dict."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise DamagedCheckpointError(
+            f"{path} cannot be read as a checkpoint ({type(exc).__name__}: {reason}): it was cut "
+            "short (a run killed while writing it, a copy that did not finish) or is not a "
+            "checkpoint"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise DamagedCheckpointError(
+            f"{path} holds a {type(checkpoint).__name__}, not a checkpoint"
+        )
+    return checkpoint
+
+
+def stored_hash(path: Path) -> str | None:
+    """The config hash a checkpoint was written with (None when it holds none); raises
+    :class:`DamagedCheckpointError` when the file cannot be read."""
+    return read_checkpoint(path, mmap=True).get(CONFIG_HASH_KEY)
 
 
 def _epoch_checkpoints(directory: Path) -> list[Path]:

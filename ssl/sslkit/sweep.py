@@ -8,6 +8,7 @@ sweep list the failures.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from datetime import datetime, timezone
@@ -19,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sslkit.files import write_json_atomic
+from sslkit.files import RESULTS_FILE, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,27 @@ def _container(cfg: DictConfig) -> Any:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
+def user_message(exc: BaseException) -> str:
+    """The one-line message of a user error; an error re-raised from a DataLoader worker process
+    ("Caught X in DataLoader worker process N" and the worker's traceback) is reduced to the
+    worker's own message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(f"{type(exc).__name__}: ") else last
+    return text
+
+
 def record_failure(exc: BaseException, cfg: DictConfig, output_dir: Path) -> Path:
     """Write ``failed.json`` (error, traceback, overrides, config) into the job's folder."""
     hydra = HydraConfig.get()
     return write_json_atomic(
         output_dir / FAILED_FILE,
         {
-            "error": f"{type(exc).__name__}: {exc}",
+            "error": f"{type(exc).__name__}: {user_message(exc)}",
             "traceback": "".join(traceback.format_exception(exc)),
             "overrides": list(hydra.overrides.task),
-            "job": hydra.job.num,
+            "job": OmegaConf.select(hydra, "job.num", default=None),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": _container(cfg),
         },
@@ -55,7 +67,8 @@ def record_failure(exc: BaseException, cfg: DictConfig, output_dir: Path) -> Pat
 
 
 class ReportFailedJobs(Callback):
-    """At the end of a multirun, log which jobs failed and where their ``failed.json`` is."""
+    """At the end of a multirun, log which jobs failed and where their ``failed.json`` is; when
+    every job failed, the sweep command exits with status 1."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -63,10 +76,18 @@ class ReportFailedJobs(Callback):
         if not failed:
             log.info("all jobs of %s finished", sweep_dir)
             return
+        jobs = ", ".join(str(path.parent) for path in failed)
+        if not any(sweep_dir.rglob(RESULTS_FILE)):
+            log.error("every job of %s failed: %s", sweep_dir, jobs)
+            raise SystemExit(
+                f"error: all {len(failed)} job(s) of the sweep failed; the first error: "
+                f"{json.loads(failed[0].read_text(encoding='utf-8'))['error']} (every job's error "
+                f"is in its failed.json; `sslkit-report {sweep_dir}` lists them)"
+            )
         log.error(
             "%d job(s) of %s failed (the others ran): %s. `sslkit-report %s` lists them.",
             len(failed),
             sweep_dir,
-            ", ".join(str(path.parent) for path in failed),
+            jobs,
             sweep_dir,
         )
