@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 def config_dir() -> str:
@@ -196,10 +196,10 @@ def unknown_key_message(config: Any, key: str) -> str | None:
     for part in key.split("."):
         if not isinstance(node, DictConfig):
             return None
-        if part not in node:
+        known = sorted(map(str, node.keys()))  # `in` is False for a key whose value is ???
+        if part not in known:
             parent = ".".join(path)
             where = f"of {parent}" if parent else "at the top level"
-            known = sorted(str(k) for k in node)
             close = difflib.get_close_matches(part, known, n=3, cutoff=0.6)
             prefix = f"{parent}." if parent else ""
             hint = (
@@ -208,7 +208,7 @@ def unknown_key_message(config: Any, key: str) -> str | None:
                 else f"the settings {where} are: {', '.join(known)}."
             )
             return f"{key} is not a setting {where}; {hint}"
-        node, path = node[part], [*path, part]
+        node, path = OmegaConf.select(node, part, throw_on_missing=False), [*path, part]
     return None
 
 
