@@ -194,7 +194,7 @@ CASES = {
         ("trainer.max_epochs=0 trains nothing", "Set trainer.max_epochs to at least 1"),
     ),
     "single-class image folder": Case(
-        _single_class, 1, ("images of 1 class(es) (cat)", "Add images of at least one more class")
+        _single_class, 1, ("images of 1 class only (cat)", "Add images of at least one more class")
     ),
     "non-finite weights after the last epoch": Case(
         _diverging,

@@ -73,14 +73,14 @@ def resolve_device(name: str, fallback: torch.device | None = None) -> torch.dev
 
 
 def check_classes(datamodule: Any) -> None:
-    """Refuse a train split whose labelled images come from fewer than two classes: every
-    protocol would score 100 % by construction."""
+    """Refuse a train split whose labelled images all come from one class: every protocol
+    would score 100 % by construction."""
     counts = class_counts(datamodule.dataset("train").targets, datamodule.num_classes)
     present = [name for name, count in zip(datamodule.class_names, counts, strict=True) if count]
-    if len(present) < 2:
+    if len(present) == 1:
         raise ValueError(
-            f"the {datamodule.name} train split has labelled images of {len(present)} class(es) "
-            f"({', '.join(present) or 'none'}), so kNN and linear-probe accuracy would be 100 % "
+            f"the {datamodule.name} train split has labelled images of 1 class only "
+            f"({present[0]}), so kNN and linear-probe accuracy would be 100 % "
             "by construction. Add images of at least one more class (for data=imagefolder one "
             "sub-folder per class under data.source.root)."
         )
