@@ -3,7 +3,10 @@
 A job resumes from ``<run dir>/checkpoints/last.ckpt`` (a requeued SLURM job, a re-launched
 sweep) only when the hash of its resolved config equals the hash stored in that checkpoint, so
 two sweep points can never continue each other's training. Any other checkpoint folder is moved
-aside, never deleted, and the run starts fresh.
+aside, never deleted, and the run starts fresh. A resumed run continues exactly: checkpoints also
+hold the global random states (:class:`RandomState`), are written atomically
+(:class:`AtomicCheckpointIO`), optionally every few steps (:class:`StepCheckpoint`), and a damaged
+``last.ckpt`` gives way to the newest intact per-epoch checkpoint.
 """
 
 from __future__ import annotations

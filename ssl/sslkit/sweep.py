@@ -1,9 +1,9 @@
-"""Multirun sweeps: a failed job is recorded in its own folder and the sweep goes on.
+"""Failed jobs are recorded in their own folder; in a multirun the sweep goes on.
 
-Hydra's local launcher stops a sweep at the first exception. Inside a multirun, sslkit's entry
-points instead log the error, write ``failed.json`` into the job's folder and return no
-objective, so the other jobs still run; ``sslkit-report`` and the summary at the end of the
-sweep list the failures.
+Every failed job writes ``failed.json`` into its folder. Hydra's local launcher stops a sweep at
+the first exception; inside a multirun, sslkit's entry points instead log the error and return
+no objective, so the other jobs still run; ``sslkit-report`` and the summary at the end of the
+sweep list the failures, and a sweep whose every job failed exits with status 1.
 """
 
 from __future__ import annotations
