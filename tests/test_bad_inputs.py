@@ -77,7 +77,10 @@ def _no_stale_results(tmp: Path, output: str) -> None:
     assert not (run / "results.json").exists(), "no results.json next to the new config"
     failed = json.loads((run / FAILED_FILE).read_text())
     assert failed["error"].startswith("ValueError: The synthetic train split has 128 images")
-    assert list(run.glob("results.*.json")), "the earlier results are kept aside"
+    kept = [p.name.split(".")[1] for p in run.glob("results.*.json")]
+    assert kept == [p.name.split(".")[1] for p in tmp.glob("run/checkpoints.*")], (
+        "the earlier results are kept aside under the tag of their checkpoints"
+    )
     report = run_cli([sys.executable, "-m", "sslkit.report", run], cwd=tmp)
     assert report.returncode == 0, report.stderr
     assert "Failed jobs (1):" in report.stdout and "knn/top1@5" not in report.stdout
@@ -219,7 +222,7 @@ CASES = {
     "corrupt images read in DataLoader workers": Case(
         _corrupt_images_in_workers,
         1,
-        ("Cannot read image", "broken0.png", "broken1.png", "Remove or replace these files"),
+        ("error: Cannot read image", "broken0.png", "broken1.png", "Remove or replace these"),
     ),
     "GPU preset on a machine without a GPU": Case(
         _gpu_preset, 1, ("has no CUDA GPU", "add trainer=cpu")

@@ -46,7 +46,8 @@ def user_message(exc: BaseException) -> str:
     text = str(exc)
     if "Original Traceback" in text:
         last = text.strip().splitlines()[-1]
-        text = last.split(": ", 1)[1] if last.startswith(f"{type(exc).__name__}: ") else last
+        name, _, message = last.partition(": ")
+        text = message if name.rsplit(".", 1)[-1] == type(exc).__name__ else last
     return text
 
 
