@@ -168,7 +168,7 @@ def _damaged_last(tmp: Path, run: Path) -> list:
 def _resumed_from_intact(tmp: Path, output: str) -> None:
     checkpoints = tmp / "run" / "checkpoints"
     assert f"resuming from the newest intact checkpoint {checkpoints / 'epoch001.ckpt'}" in output
-    assert (checkpoints / "last.ckpt.damaged").is_file()
+    assert (checkpoints / "last.damaged.ckpt").is_file()
     assert not list(tmp.glob("run/checkpoints.*")), "the run was not started over"
     assert json.loads((tmp / "run" / "results.json").read_text())["metrics"]
 

@@ -102,7 +102,7 @@ def resume_checkpoint(
     """The checkpoint to resume from: ``directory/last.ckpt`` when ``resume`` and its config hash
     matches, else None.
 
-    A ``last.ckpt`` that cannot be read is renamed ``last.ckpt.damaged`` and the newest intact
+    A ``last.ckpt`` that cannot be read is renamed ``last.damaged.ckpt`` and the newest intact
     ``epochNNN.ckpt`` of the same config is resumed instead, with a warning. A folder that is not
     resumed (other config, or ``resume=false``) is renamed to ``<directory>.<its hash>`` by the
     rank-zero process so the fresh run cannot overwrite it; ``companions`` (e.g. the CSV log
@@ -118,13 +118,14 @@ def resume_checkpoint(
         fallback = _intact_fallback(directory, expected_hash) if resume else None
         if fallback is not None:
             if rank_zero_only.rank == 0:
-                last.rename(last.with_name("last.ckpt.damaged"))
-            log.warning(
-                "%s; resuming from the newest intact checkpoint %s instead (the damaged file is "
-                "kept as last.ckpt.damaged)",
-                exc,
-                fallback,
-            )
+                kept = set_aside(last, "damaged")
+                log.warning(
+                    "%s; resuming from the newest intact checkpoint %s instead (the damaged file "
+                    "is kept as %s)",
+                    exc,
+                    fallback,
+                    kept.name,
+                )
             return str(fallback)
         log.warning("%s and no intact checkpoint of this config is beside it", exc)
         found = "damaged"
