@@ -86,6 +86,18 @@ def _no_stale_results(tmp: Path, output: str) -> None:
     assert "Failed jobs (1):" in report.stdout and "knn/top1@5" not in report.stdout
 
 
+def _other_config_succeeds(tmp: Path, run: Path) -> list:
+    return [TRAIN, *RUN, "method.temperature=0.2", f"hydra.run.dir={run}"]
+
+
+def _results_of_the_new_config(tmp: Path, output: str) -> None:
+    run = tmp / "run"
+    assert json.loads((run / "results.json").read_text())["config"]["method"]["temperature"] == 0.2
+    (kept,) = run.glob("results.*.json")
+    assert json.loads(kept.read_text())["config"]["method"]["temperature"] != 0.2
+    assert (tmp / "run" / f"checkpoints.{kept.name.split('.')[1]}").is_dir()
+
+
 def _single_class(tmp: Path, run: Path) -> list:
     root = image_folder(tmp / "one_class", {"cat": 6})
     return [
@@ -190,6 +202,13 @@ CASES = {
         1,
         ("fewer than data.batch_size=1000", "Set data.batch_size"),
         _no_stale_results,
+    ),
+    # A successful rerun with another config: the earlier results are kept beside its checkpoints.
+    "rerun with another config": Case(
+        _other_config_succeeds,
+        0,
+        ("not resuming from", "are kept as results."),
+        _results_of_the_new_config,
     ),
     "trainer.max_epochs=0": Case(
         lambda tmp, run: [TRAIN, *RUN, "trainer.max_epochs=0", f"hydra.run.dir={run}"],
