@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -100,3 +106,43 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return sweep_dir
+
+
+def _in_process_group(
+    rank: int, port: int, world_size: int, out_dir: str, worker: Callable[[int, Path], None]
+) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        worker(rank, Path(out_dir))
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_ranks(
+    worker: Callable[[int, Path], None], world_size: int, out_dir: Path, timeout_s: float
+) -> None:
+    """Run ``worker(rank, out_dir)`` in ``world_size`` fresh processes joined in one gloo process
+    group; fail the test if they do not end within ``timeout_s``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.start_processes(
+        _in_process_group,
+        args=(port, world_size, str(out_dir), worker),
+        nprocs=world_size,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + timeout_s
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"distributed workers did not finish within {timeout_s} s")

@@ -1,17 +1,12 @@
-import datetime
-import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from lightly.loss import NTXentLoss
 
 from sslkit.distributed import gather_with_grad, is_distributed, rank, world_size
 from sslkit.losses import info_nce
+from tests.conftest import spawn_ranks
 
 WORLD_SIZE = 2
 N_PER_RANK = 6
@@ -27,71 +22,41 @@ def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return z_a, z_b
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(process_rank: int, out_dir: Path) -> None:
+    local = slice(process_rank * N_PER_RANK, (process_rank + 1) * N_PER_RANK)
+    z_a, z_b = (t[local].clone().requires_grad_(True) for t in _global_batch())
+    loss = info_nce(z_a, z_b, TEMPERATURE)
+    loss.backward()
 
+    local_only = info_nce(z_a.detach(), z_b.detach(), TEMPERATURE, gather_distributed=False)
+    lightly_loss = NTXentLoss(TEMPERATURE, gather_distributed=True)(z_a.detach(), z_b.detach())
 
-def _worker(process_rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group(
-        "gloo",
-        rank=process_rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=TIMEOUT_S),
+    # Rank r holds rows filled with r + 1; the weights make each gathered row's
+    # gradient identify which rank's loss it came from.
+    probe = torch.full((2, 3), float(process_rank + 1), requires_grad=True)
+    gathered = gather_with_grad(probe)
+    weights = torch.arange(gathered.numel(), dtype=gathered.dtype).view_as(gathered)
+    (gathered * weights * (process_rank + 1)).sum().backward()
+
+    torch.save(
+        {
+            "layout": (world_size(), rank(), is_distributed()),
+            "loss": loss.detach(),
+            "grad_a": z_a.grad,
+            "grad_b": z_b.grad,
+            "local_only": local_only,
+            "lightly": lightly_loss,
+            "gathered": gathered.detach(),
+            "probe_grad": probe.grad,
+        },
+        out_dir / f"rank{process_rank}.pt",
     )
-    try:
-        local = slice(process_rank * N_PER_RANK, (process_rank + 1) * N_PER_RANK)
-        z_a, z_b = (t[local].clone().requires_grad_(True) for t in _global_batch())
-        loss = info_nce(z_a, z_b, TEMPERATURE)
-        loss.backward()
-
-        local_only = info_nce(z_a.detach(), z_b.detach(), TEMPERATURE, gather_distributed=False)
-        lightly_loss = NTXentLoss(TEMPERATURE, gather_distributed=True)(z_a.detach(), z_b.detach())
-
-        # Rank r holds rows filled with r + 1; the weights make each gathered row's
-        # gradient identify which rank's loss it came from.
-        probe = torch.full((2, 3), float(process_rank + 1), requires_grad=True)
-        gathered = gather_with_grad(probe)
-        weights = torch.arange(gathered.numel(), dtype=gathered.dtype).view_as(gathered)
-        (gathered * weights * (process_rank + 1)).sum().backward()
-
-        torch.save(
-            {
-                "layout": (world_size(), rank(), is_distributed()),
-                "loss": loss.detach(),
-                "grad_a": z_a.grad,
-                "grad_b": z_b.grad,
-                "local_only": local_only,
-                "lightly": lightly_loss,
-                "gathered": gathered.detach(),
-                "probe_grad": probe.grad,
-            },
-            Path(out_dir) / f"rank{process_rank}.pt",
-        )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("distributed_info_nce")
-    context = mp.start_processes(
-        _worker,
-        args=(_free_port(), str(out_dir)),
-        nprocs=WORLD_SIZE,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"distributed workers did not finish within {TIMEOUT_S} s")
+    spawn_ranks(_worker, WORLD_SIZE, out_dir, TIMEOUT_S)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 

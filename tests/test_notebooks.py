@@ -8,6 +8,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from sslkit.train import train
+from tests.conftest import TINY
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -44,13 +47,22 @@ def test_compare_runs_on_a_tiny_sweep(tiny_sweep: Path, tmp_path: Path, monkeypa
     assert images == 4, "one plot per metric: kNN top-1 at k=5 and 20, linear top-1 and F1"
 
 
+def test_inpainting_shows_the_reconstructions_of_a_tiny_checkpoint(
+    hydra_run, tmp_path: Path, monkeypatch
+) -> None:
+    train(hydra_run("train", [*TINY, "experiment=inpainting_convnet_synthetic", "baselines=[]"]))
+    monkeypatch.setenv("SSLKIT_INPAINT_CKPT", str(tmp_path / "checkpoints" / "last.ckpt"))
+    output, images = execute("inpainting", tmp_path)
+    assert "inpainting/masked_mse: " in output and "inpainting/psnr: " in output
+    assert "reconstructions.png" in output and images == 1
+
+
 def test_inpainting_skips_without_a_checkpoint(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("SSLKIT_INPAINT_CKPT", raising=False)
     output, _ = execute("inpainting", tmp_path)
     assert "No inpainting checkpoint given" in output and "Skipping." in output
 
 
-@pytest.mark.slow
 def test_embeddings_of_a_tiny_checkpoint(tiny_sweep: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SSLKIT_CKPT", str(tiny_sweep / "0" / "checkpoints" / "last.ckpt"))
     output, images = execute("embeddings", tmp_path)

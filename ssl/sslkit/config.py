@@ -8,12 +8,18 @@ schedules) stay untyped but are still closed: unknown keys are refused.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 def config_dir() -> str:
@@ -112,6 +118,9 @@ class TrainSchema:
     task_name: str = "pretrain"
     seed: int = 0
     resume: bool = True
+    # Also write last.ckpt every n optimiser steps (0: only at the end of each epoch), so an
+    # interrupted long epoch resumes where it stopped instead of from its beginning.
+    checkpoint_every_n_steps: int = 0
     objective: str = "knn/top1@20"
     baselines: list[str] = field(default_factory=lambda: ["raw_pixels", "random_init"])
     data: DataSchema = field(default_factory=DataSchema)
@@ -179,3 +188,74 @@ def register_configs() -> None:
     cs.store(group="optim", name="sgd_schema", node=SGDSchema)
     cs.store(group="optim", name="lars_schema", node=LARSSchema)
     cs.store(group="optim", name="adamw_schema", node=AdamWSchema)
+
+
+def unknown_key_message(config: Any, key: str) -> str | None:
+    """Why ``key`` (dotted) is not in ``config``, with the closest existing keys; None if it is."""
+    node, path = config, []
+    for part in key.split("."):
+        if not isinstance(node, DictConfig):
+            return None
+        known = sorted(map(str, node.keys()))  # `in` is False for a key whose value is ???
+        if part not in known:
+            parent = ".".join(path)
+            where = f"of {parent}" if parent else "at the top level"
+            close = difflib.get_close_matches(part, known, n=3, cutoff=0.6)
+            prefix = f"{parent}." if parent else ""
+            hint = (
+                f"did you mean {' or '.join(prefix + c for c in close)}?"
+                if close
+                else f"the settings {where} are: {', '.join(known)}."
+            )
+            return f"{key} is not a setting {where}; {hint}"
+        node, path = OmegaConf.select(node, part, throw_on_missing=False), [*path, part]
+    return None
+
+
+def exit_on_unknown_keys(config_name: str, argv: Sequence[str]) -> None:
+    """Stop with one line naming the closest existing key when an override misspells a key.
+
+    Hydra's own message for ``method.temprature=0.2`` suggests adding the key with ``+``, which
+    then fails inside the class. Checked on the config composed from the command's group choices
+    (``experiment=``, ``method=``, ...); commands that sweep over a group are left to Hydra.
+    """
+    texts = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(texts)
+    except Exception:  # Hydra reports syntax errors itself
+        return
+    settings = [
+        o
+        for o in overrides
+        if o.type == OverrideType.CHANGE
+        and "." in o.key_or_group
+        and not o.key_or_group.startswith("hydra.")
+    ]
+    if not settings:
+        return
+    base = [
+        o.input_line
+        for o in overrides
+        if o not in settings
+        and not o.is_sweep_override()
+        and not o.key_or_group.startswith("hydra")
+    ]
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            config = compose(config_name, overrides=base)
+    except Exception:  # a wrong group name: Hydra's message lists the options
+        return
+    finally:
+        GlobalHydra.instance().clear()
+    swept_groups = [
+        o
+        for o in overrides
+        if o.is_sweep_override() and isinstance(config.get(o.key_or_group), DictConfig)
+    ]
+    if swept_groups:  # the keys depend on the group choice of each job
+        return
+    problems = [m for o in settings if (m := unknown_key_message(config, o.key_or_group))]
+    if problems:
+        raise SystemExit("error: " + " ".join(problems))

@@ -7,17 +7,17 @@ sslkit-eval backbone=resnet18 data=fashion_mnist eval.weights=random
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sslkit.config import config_dir, register_configs
+from sslkit.config import config_dir, exit_on_unknown_keys, register_configs
 from sslkit.loggers import log_config
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone, describe, load_torchvision_weights
@@ -25,10 +25,12 @@ from sslkit.pipeline import (
     baseline_encoder,
     build_datamodule,
     build_method,
+    check_classes,
     evaluate_and_report,
     feature_cache_for,
     resolve_device,
 )
+from sslkit.resume import DamagedCheckpointError, read_checkpoint
 from sslkit.train import objective, run_and_report
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,12 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"checkpoint {file} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt"
         )
-    checkpoint = torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = read_checkpoint(file)
+    except DamagedCheckpointError as exc:
+        raise DamagedCheckpointError(
+            f"{exc}. Pass an intact one, e.g. a checkpoints/epochNNN.ckpt of the same run."
+        ) from None
     if "sslkit_config" not in checkpoint:
         raise ValueError(f"{file} holds no sslkit run config; was it written by sslkit-train?")
     return checkpoint
@@ -150,6 +157,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = str(Path(cfg.ckpt_path).resolve())
         history = stored_history(checkpoint_data)
         cache_file = feature_cache_for(run_cfg, cfg.ckpt_path, device)
+    check_classes(datamodule)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     log_config(logger, run_cfg)
     return evaluate_and_report(
@@ -193,8 +201,14 @@ def bare_backbone(cfg: DictConfig, datamodule: Any) -> FrozenBackbone:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     return objective(cfg, run_and_report(cfg, evaluate))
+
+
+def main() -> None:
+    """``sslkit-eval``: a misspelt key stops with a suggestion before Hydra runs anything."""
+    exit_on_unknown_keys("eval", sys.argv[1:])
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -6,10 +6,7 @@ goes through exactly the protocol its training run ended with.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -24,6 +21,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 import sslkit
+from sslkit.data import class_counts
 from sslkit.eval import KNNProtocol, ProtocolResult, run_protocols
 from sslkit.eval.cache import (
     SplitFeatures,
@@ -34,6 +32,7 @@ from sslkit.eval.cache import (
 from sslkit.eval.monitor import KNNMonitor, MetricHistory
 from sslkit.eval.plots import write_plots
 from sslkit.eval.subsets import fraction_label
+from sslkit.files import RESULTS_FILE, write_json_atomic
 from sslkit.loggers import log_media, log_summary
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone
@@ -73,12 +72,33 @@ def resolve_device(name: str, fallback: torch.device | None = None) -> torch.dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_classes(datamodule: Any) -> None:
+    """Refuse a train split whose labelled images all come from one class: every protocol
+    would score 100 % by construction."""
+    counts = class_counts(datamodule.dataset("train").targets, datamodule.num_classes)
+    present = [name for name, count in zip(datamodule.class_names, counts, strict=True) if count]
+    if len(present) == 1:
+        raise ValueError(
+            f"the {datamodule.name} train split has labelled images of 1 class only "
+            f"({present[0]}), so kNN and linear-probe accuracy would be 100 % "
+            "by construction. Add images of at least one more class (for data=imagefolder one "
+            "sub-folder per class under data.source.root)."
+        )
+
+
 def evaluate_features(
     features: SplitFeatures, datamodule: Any, eval_cfg: DictConfig, device: torch.device
 ) -> ProtocolResult:
     """The configured protocols on frozen features of the train/test splits."""
     if eval_cfg.get("knn") is None and eval_cfg.get("linear") is None:
         raise ValueError("no evaluation protocol selected: use eval=[knn,linear] (or one of them)")
+    for split in ("train", "test"):
+        if not torch.isfinite(getattr(features, f"{split}_features")).all():
+            raise ValueError(
+                f"the encoder gives NaN/inf features on the {split} split: its weights diverged. "
+                "Retrain with a lower learning rate (optim.lr) or more warmup "
+                "(schedule.warmup_epochs)."
+            )
     return run_protocols(
         features.train_features,
         features.train_labels,
@@ -158,23 +178,6 @@ def evaluate_baselines(
         metrics[name] = result.metrics
         timings[name] = time.perf_counter() - start
     return metrics, timings
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """Write JSON via a temporary file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def build_results(
@@ -273,9 +276,9 @@ def evaluate_and_report(
         checkpoint=checkpoint,
         feature_cache={"file": str(cache_file), "reused": reused} if cache_file else None,
     )
-    write_json_atomic(output_dir / "results.json", results)
+    write_json_atomic(output_dir / RESULTS_FILE, results)
     log_summary(logger, result.metrics)
-    print(f"\n{results_table(results)}\n\nresults: {output_dir / 'results.json'}")
+    print(f"\n{results_table(results)}\n\nresults: {output_dir / RESULTS_FILE}")
     if cfg.eval.plots:
         plots = write_plots(
             output_dir / "plots",

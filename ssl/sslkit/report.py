@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sslkit.files import RESULTS_FILE
 from sslkit.sweep import FAILED_FILE
-
-RESULTS_FILE = "results.json"
 
 #: Config keys (and their sub-keys) that do not make a distinct experiment: the seed (the table
 #: averages over it), the resume switch and machine-local settings. Keys named ``save_dir`` (the
@@ -38,7 +37,8 @@ DEFAULT_METRICS = ("knn/top1@*", "linear/top1")
 
 @dataclass(frozen=True)
 class Run:
-    """One job's folder: its resolved config and final metrics, or the error it failed with."""
+    """One job's folder: its resolved config and final metrics, or the error it failed with
+    (a folder whose file cannot be read has no config and says why in ``error``)."""
 
     path: Path
     config: dict[str, Any]
@@ -50,15 +50,12 @@ class Run:
         return self.error is not None
 
     @property
+    def readable(self) -> bool:
+        return bool(self.config)
+
+    @property
     def seed(self) -> Any:
         return self.config.get("seed")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
 
 
 def _run_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -82,7 +79,8 @@ def load_runs(*paths: str | Path) -> list[Run]:
     """Every run below ``paths`` (folders, or ``results.json`` / ``failed.json`` files).
 
     A folder holding both files (a job that failed and then finished on a later try) counts as
-    the newer of the two.
+    the newer of the two. A file that cannot be read gives a failed run without a config, so one
+    damaged file never hides the others.
     """
     newest: dict[Path, Path] = {}
     for file in _run_files(paths):
@@ -91,7 +89,13 @@ def load_runs(*paths: str | Path) -> list[Run]:
             newest[file.parent] = file
     runs = []
     for folder, file in sorted(newest.items()):
-        document = _read_json(file)
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+                raise ValueError("it holds no run config")
+        except (OSError, ValueError) as exc:
+            runs.append(Run(folder, {}, {}, f"unreadable {file.name}: {exc}"))
+            continue
         if file.name == RESULTS_FILE:
             runs.append(Run(folder, document.get("config", {}), document.get("metrics", {})))
         else:
@@ -171,10 +175,11 @@ class Table:
     keys: list[str]
     metrics: list[str]
     rows: list[Row]
+    unreadable: list[Run] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Run]:
-        return [run for row in self.rows for run in row.failures]
+        return [run for row in self.rows for run in row.failures] + self.unreadable
 
 
 def select_metrics(runs: Sequence[Run], patterns: Sequence[str]) -> list[str]:
@@ -189,9 +194,14 @@ def summarise(
     metrics: Sequence[str] = DEFAULT_METRICS,
     ignore: Sequence[str] = IGNORED_KEYS,
 ) -> Table:
-    """Group runs by :func:`experiment_config`; keep the config keys that differ between groups."""
+    """Group runs by :func:`experiment_config`; keep the config keys that differ between groups.
+
+    Runs whose file could not be read are kept aside in ``Table.unreadable``.
+    """
     if not runs:
         raise ValueError(f"no runs to report: no {RESULTS_FILE} or {FAILED_FILE} was found")
+    unreadable = [run for run in runs if not run.readable]
+    runs = [run for run in runs if run.readable]
     configs = [experiment_config(run, ignore) for run in runs]
     all_keys = sorted({key for config in configs for key in config})
     keys = [k for k in all_keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
@@ -201,7 +211,7 @@ def summarise(
         identity = json.dumps(config, sort_keys=True, default=str)
         rows.setdefault(identity, Row(values)).runs.append(run)
     ordered = sorted(rows.values(), key=lambda r: [_natural_key(r.values[k]) for k in keys])
-    return Table(keys, select_metrics(runs, metrics), ordered)
+    return Table(keys, select_metrics(runs, metrics), ordered, unreadable)
 
 
 def column_title(key: str) -> str:

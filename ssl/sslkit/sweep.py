@@ -1,13 +1,14 @@
-"""Multirun sweeps: a failed job is recorded in its own folder and the sweep goes on.
+"""Failed jobs are recorded in their own folder; in a multirun the sweep goes on.
 
-Hydra's local launcher stops a sweep at the first exception. Inside a multirun, sslkit's entry
-points instead log the error, write ``failed.json`` into the job's folder and return no
-objective, so the other jobs still run; ``sslkit-report`` and the summary at the end of the
-sweep list the failures.
+Every failed job writes ``failed.json`` into its folder. Hydra's local launcher stops a sweep at
+the first exception; inside a multirun, sslkit's entry points instead log the error and return
+no objective, so the other jobs still run; ``sslkit-report`` and the summary at the end of the
+sweep list the failures, and a sweep whose every job failed exits with status 1.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from datetime import datetime, timezone
@@ -18,6 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from sslkit.files import RESULTS_FILE, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +39,28 @@ def _container(cfg: DictConfig) -> Any:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
+def user_message(exc: BaseException) -> str:
+    """The one-line message of a user error; an error re-raised from a DataLoader worker process
+    ("Caught X in DataLoader worker process N" and the worker's traceback) is reduced to the
+    worker's own message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        name, _, message = last.partition(": ")
+        text = message if name.rsplit(".", 1)[-1] == type(exc).__name__ else last
+    return text
+
+
 def record_failure(exc: BaseException, cfg: DictConfig, output_dir: Path) -> Path:
     """Write ``failed.json`` (error, traceback, overrides, config) into the job's folder."""
-    # Imported here so that sslkit-report and the sweep callback stay free of torch.
-    from sslkit.pipeline import write_json_atomic
-
     hydra = HydraConfig.get()
     return write_json_atomic(
         output_dir / FAILED_FILE,
         {
-            "error": f"{type(exc).__name__}: {exc}",
+            "error": f"{type(exc).__name__}: {user_message(exc)}",
             "traceback": "".join(traceback.format_exception(exc)),
             "overrides": list(hydra.overrides.task),
-            "job": hydra.job.num,
+            "job": OmegaConf.select(hydra, "job.num", default=None),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": _container(cfg),
         },
@@ -56,7 +68,8 @@ def record_failure(exc: BaseException, cfg: DictConfig, output_dir: Path) -> Pat
 
 
 class ReportFailedJobs(Callback):
-    """At the end of a multirun, log which jobs failed and where their ``failed.json`` is."""
+    """At the end of a multirun, log which jobs failed and where their ``failed.json`` is; when
+    every job failed, the sweep command exits with status 1."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -64,10 +77,18 @@ class ReportFailedJobs(Callback):
         if not failed:
             log.info("all jobs of %s finished", sweep_dir)
             return
+        jobs = ", ".join(str(path.parent) for path in failed)
+        if not any(sweep_dir.rglob(RESULTS_FILE)):
+            log.error("every job of %s failed: %s", sweep_dir, jobs)
+            raise SystemExit(
+                f"error: all {len(failed)} job(s) of the sweep failed; the first error: "
+                f"{json.loads(failed[0].read_text(encoding='utf-8'))['error']} (every job's error "
+                f"is in its failed.json; `sslkit-report {sweep_dir}` lists them)"
+            )
         log.error(
             "%d job(s) of %s failed (the others ran): %s. `sslkit-report %s` lists them.",
             len(failed),
             sweep_dir,
-            ", ".join(str(path.parent) for path in failed),
+            jobs,
             sweep_dir,
         )

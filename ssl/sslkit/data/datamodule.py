@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslkit.augment.views import ViewFactory, eval_transform
+from sslkit.data.sampling import ResumableTrainOrder
 from sslkit.data.sources import (
     SPLITS,
     UNLABELED,
@@ -177,7 +178,7 @@ def class_counts(targets: Sequence[Any], num_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=num_classes)
 
 
-class SSLDataModule(pl.LightningDataModule):
+class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
     """Pretraining and evaluation loaders for one dataset source.
 
     - ``train_dataloader``: shuffled ``(views, labels)`` batches, ``views`` a list of
@@ -330,10 +331,13 @@ class SSLDataModule(pl.LightningDataModule):
         # In-memory batches are one gather: worker processes would only add copies.
         in_memory = isinstance(dataset, TensorImages)
         workers = 0 if in_memory else self.num_workers
+        # Training order seeded per epoch and continued exactly by a resumed run.
+        sampler = self.train_sampler(dataset, batch_size) if train else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=sampler,
+            generator=sampler.loader_generator() if sampler else None,
             drop_last=train and self.drop_last,
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -222,10 +222,20 @@ class FashionMNIST(DatasetSource):
         return [*local, DEBIAN_FASHION_MNIST_DIR]
 
     def _locate(self) -> Path | None:
+        """The first candidate folder holding all four files. A folder under ``root`` that holds
+        only some of them is an error, not a reason to read another copy."""
         stems = [stem for pair in _FASHION_MNIST_FILES.values() for stem in pair]
         for directory in self._candidate_dirs():
-            if all(_find_file(directory, stem) for stem in stems):
+            present = [stem for stem in stems if _find_file(directory, stem)]
+            if len(present) == len(stems):
                 return directory
+            if present and directory != DEBIAN_FASHION_MNIST_DIR:
+                missing = [stem for stem in stems if stem not in present]
+                raise DatasetNotFoundError(
+                    f"{directory} holds {len(present)} of the 4 Fashion-MNIST files; missing: "
+                    f"{', '.join(missing)} (.gz or plain). Copy the missing files there, or set "
+                    "data.source.root to a folder with all four (or data.source.download=true)."
+                )
         return None
 
     def _fetch(self) -> Path:
@@ -432,6 +442,21 @@ class STL10(DatasetSource):
 # ------------------------------------------------------------------------------- ImageFolder
 
 
+_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def unreadable_images(files: Sequence[Path]) -> list[Path]:
+    """The files whose image structure PIL rejects (header and chunks checked, not decoded)."""
+    bad = []
+    for path in files:
+        try:
+            with Image.open(path) as handle:
+                handle.verify()
+        except _IMAGE_ERRORS:
+            bad.append(path)
+    return bad
+
+
 class FolderDataset(Dataset):
     """Image files decoded on access, converted to RGB, shorter side resized to ``image_size``.
 
@@ -453,9 +478,13 @@ class FolderDataset(Dataset):
         try:
             with Image.open(path) as handle:
                 image = handle.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except _IMAGE_ERRORS as err:
+            others = [p for p in unreadable_images(self.files) if p != path]
+            listed = ", ".join(map(str, others[:10])) + (" ..." if len(others) > 10 else "")
+            also = f" {len(others)} more cannot be read: {listed}." if others else ""
             raise CorruptDataError(
-                f"Cannot read image {path}: {err}. Remove or replace this file."
+                f"Cannot read image {path}: {err}.{also} Remove or replace "
+                f"{'these files' if others else 'this file'}."
             ) from None
         scale = self.image_size / min(image.size)
         if scale != 1.0:

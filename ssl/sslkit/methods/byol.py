@@ -145,7 +145,11 @@ class BYOL(SSLMethod):
         if step == self._updated_at_step:
             return
         self._updated_at_step = step
-        self.tau = momentum_schedule(step - 1, self._total_steps, self.tau_base)
+        self.update_teacher(step - 1, self._total_steps)
+        self.log("train/tau", self.tau, on_step=True, on_epoch=False)
+
+    def update_teacher(self, step: int, total_steps: int) -> None:
+        """Move the teacher towards the student with the momentum of optimiser step ``step``."""
+        self.tau = momentum_schedule(step, total_steps, self.tau_base)
         ema_update(self.backbone, self.teacher_backbone, self.tau)
         ema_update(self.projector, self.teacher_projector, self.tau)
-        self.log("train/tau", self.tau, on_step=True, on_epoch=False)

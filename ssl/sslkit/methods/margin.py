@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import Tensor
 
+from sslkit.distributed import gather_with_grad, rank, world_size
 from sslkit.losses.mining import check_mining, mine_triplets
 from sslkit.methods.base import SSLMethod, require_labels
 from sslkit.models.backbones import Backbone
@@ -33,8 +34,11 @@ class MarginStats(NamedTuple):
 class MarginContrastive(SSLMethod):
     """Base of the margin methods: projection, positives, mining and their diagnostics.
 
-    Triplets are mined within each process's batch (under DDP negatives are not gathered from
-    other processes), so the number of candidate negatives grows with ``data.batch_size``.
+    Under data-parallel training triplets are mined in the global batch: every process gathers
+    the embeddings of all processes (with gradients), mines as one process would on the
+    concatenated batch, and computes the terms of its own anchors, scaled so that the averaged
+    gradients equal those of one process on the global batch. Positives and negatives can thus
+    come from any process, and the candidates grow with ``data.batch_size`` times the processes.
 
     Args:
         backbone: the encoder being pretrained.
@@ -89,7 +93,8 @@ class MarginContrastive(SSLMethod):
                     f"{name} with method.positives=views needs at least 2 augmented views per "
                     f"image but the batch has {len(views)}; use augment=simclr."
                 )
-            identity = torch.arange(len(targets), device=targets.device)
+            # Image indices unique across processes (every process has the same batch size).
+            identity = torch.arange(len(targets), device=targets.device) + rank() * len(targets)
         else:
             require_labels(
                 targets, f"{name} with method.positives=labels", "use method.positives=views"
@@ -105,17 +110,26 @@ class MarginContrastive(SSLMethod):
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, targets = batch
-        identity = self.positive_identity(list(views), targets)
-        features = self.backbone(torch.cat(list(views)))
+        views = list(views)
+        identity = self.positive_identity(views, targets)
+        features = self.backbone(torch.cat(views))
         embeddings = self.projector(features)
         if self.normalize:
             embeddings = F.normalize(embeddings, dim=1)
-        triplets = mine_triplets(embeddings.detach(), identity, self.mining, self.margin)
+        # The global batch, view by view in process order, as one process would hold it.
+        everyone = torch.cat([gather_with_grad(chunk) for chunk in embeddings.chunk(len(views))])
+        identities = torch.cat([gather_with_grad(chunk) for chunk in identity.chunk(len(views))])
+        owner = torch.arange(world_size(), device=everyone.device).repeat_interleave(len(targets))
+        triplets = mine_triplets(everyone.detach(), identities, self.mining, self.margin)
+        mine = owner.repeat(len(views))[triplets[0]] == rank()
         mined = len(triplets[0])
         log = {"on_step": True, "on_epoch": True}
-        self.log("train/mined_fraction", mined / len(embeddings), **log)
-        if mined:
-            loss, stats = self.margin_loss(embeddings, *triplets)
+        self.log("train/mined_fraction", mined / len(everyone), **log)
+        if mine.any():
+            loss, stats = self.margin_loss(everyone, *(t[mine] for t in triplets))
+            # This process's share of the mean over all triplets, times the number of processes
+            # (their gradients are averaged): one process on the global batch, exactly.
+            loss = loss * (int(mine.sum()) / mined) * world_size()
             self.log("train/active_fraction", stats.active.float().mean(), **log)
             self.log("train/positive_distance", stats.positive_distance.mean(), **log)
             self.log("train/negative_distance", stats.negative_distance.mean(), **log)
