@@ -70,13 +70,15 @@ class Timer(pl.Callback):
             self.stop, self.steps = time.perf_counter(), self.steps + 1
 
 
-def sslkit_end_to_end(overrides: list[str], steps: int, warmup: int, batch: int) -> float:
-    """Pairs/s of the preset through Lightning (data, views, step, optimiser, logging)."""
+def sslkit_end_to_end(
+    overrides: list[str], steps: int, warmup: int, batch: int, preset: str = PRESET
+) -> float:
+    """Pairs/s of a preset through Lightning (data, views, step, optimiser, logging)."""
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=[f"experiment={PRESET}", f"data.batch_size={batch}", *overrides],
+            overrides=[f"experiment={preset}", f"data.batch_size={batch}", *overrides],
         )
     pl.seed_everything(0, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -86,6 +88,7 @@ def sslkit_end_to_end(overrides: list[str], steps: int, warmup: int, batch: int)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
+        benchmark=cfg.trainer.get("benchmark"),
         precision=cfg.trainer.precision,
         max_epochs=1,
         limit_train_batches=warmup + steps,
@@ -234,6 +237,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--aug-seconds", type=float, default=3.0)
+    parser.add_argument("--backends", nargs="+", default=["batched", "pil"])
+    parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     train, data_name = fashion_mnist_or_synthetic(args.batch * (args.steps + args.warmup + 1))
@@ -242,23 +247,23 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows: dict[str, float] = {}
     rows["reference loop (lightly, PIL in 1 worker, fp32)"] = reference_loop(train, **run)
-    for backend in ("batched", "pil"):
-        for precision in ("32-true", "bf16-mixed"):
+    for backend in args.backends:
+        for precision in args.precisions:
             overrides = [f"augment.backend={backend}", f"trainer.precision={precision}"]
             if precision == "bf16-mixed":
                 overrides.append("backbone.channels_last=true")
             name = f"sslkit {PRESET} backend={backend} precision={precision}"
             rows[name] = sslkit_end_to_end(overrides, **run)
-    for precision in ("32-true", "bf16-mixed"):
+    for precision in args.precisions:
         rows[f"model step alone, {precision}"] = model_step(precision, **run)
     reference = rows["reference loop (lightly, PIL in 1 worker, fp32)"]
     width = max(map(len, rows))
     print(f"\n{'pretraining':<{width}}  pairs/s  vs reference  vs model step")
     for name, value in rows.items():
-        limit = rows[
-            "model step alone, bf16-mixed" if "bf16" in name else "model step alone, 32-true"
-        ]
-        print(f"{name:<{width}}  {value:7.0f}  {value / reference:11.2f}x  {value / limit:12.0%}")
+        precision = "bf16-mixed" if "bf16" in name else "32-true"
+        limit = rows.get(f"model step alone, {precision}")
+        share = f"{value / limit:12.0%}" if limit else f"{'-':>12}"
+        print(f"{name:<{width}}  {value:7.0f}  {value / reference:11.2f}x  {share}")
     augment = augmentation_alone(args.aug_seconds, args.batch)
     print(f"\n{'augmentation alone, 1 core':<30}  pairs/s")
     for name, value in augment.items():

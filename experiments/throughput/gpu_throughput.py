@@ -1,0 +1,67 @@
+"""SimCLR and BYOL ResNet-18 on CIFAR-10-shaped data on one GPU: pairs/s and peak memory.
+
+The CIFAR-10 presets (`simclr_resnet18_cifar10`, `byol_resnet18_cifar10`) with the batched views
+on the device and bf16 autocast, on in-memory 32 px RGB images (the synthetic shapes, so no
+download is needed), batch 512, for a fixed number of optimiser steps after a warmup.
+
+    python experiments/throughput/gpu_throughput.py                  # on a GPU
+    python experiments/throughput/gpu_throughput.py --cpu --steps 2 --warmup 1 --batch 16
+
+The second line runs the same path on the CPU in seconds (the test suite does, so the script
+keeps working on machines without a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_throughput import sslkit_end_to_end  # noqa: E402
+
+PRESETS = ("simclr_resnet18_cifar10", "byol_resnet18_cifar10")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=100, help="timed optimiser steps")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU (a smoke test)")
+    args = parser.parse_args()
+    if not args.cpu and not torch.cuda.is_available():
+        parser.error(
+            "no GPU found; pass --cpu (with a small --steps and --batch) to run on the CPU"
+        )
+    images = args.batch * (args.steps + args.warmup + 1)
+    data = [
+        "data=synthetic",
+        "data.source.image_size=32",
+        f"data.source.num_train={max(images, 1024)}",
+        "data.source.num_test=64",
+        "augment.backend=batched",
+        "trainer.precision=bf16-mixed",
+        "backbone.channels_last=true",
+    ]
+    device = ["trainer=cpu"] if args.cpu else ["trainer=gpu", "trainer.devices=1"]
+    name = "CPU" if args.cpu else torch.cuda.get_device_name()
+    print(f"{name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}; bf16")
+    for preset in PRESETS:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        rate = sslkit_end_to_end(
+            [*device, *data], args.steps, args.warmup, args.batch, preset=preset
+        )
+        memory = (
+            f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB peak"
+            if torch.cuda.is_available() and not args.cpu
+            else "CPU"
+        )
+        print(f"{preset}: {rate:,.0f} pairs/s, {memory}")
+
+
+if __name__ == "__main__":
+    main()
