@@ -30,12 +30,12 @@ from sslkit.data import (
     ImageFolder,
     SSLDataModule,
     SyntheticShapes,
-    sources,
 )
-from sslkit.data.datamodule import balanced_subset
+from sslkit.data.sources import fashion_mnist
+from sslkit.data.subsets import balanced_subset
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-DEBIAN_DIR = sources.DEBIAN_FASHION_MNIST_DIR
+DEBIAN_DIR = fashion_mnist.DEBIAN_FASHION_MNIST_DIR
 
 
 # ------------------------------------------------------------------------------ synthetic
@@ -144,7 +144,7 @@ def test_fashion_mnist_prefers_files_under_root(tmp_path, layout, suffix):
 
 
 def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     root = tmp_path / "nowhere"
     with pytest.raises(DatasetNotFoundError) as info:
         FashionMNIST(root=str(root)).build("train")
@@ -164,7 +164,7 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, 
     ],
 )
 def test_corrupt_idx_files_name_the_file(tmp_path, monkeypatch, content, match):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     _write_fashion(tmp_path)
     bad = tmp_path / "train-labels-idx1-ubyte.gz"
     bad.write_bytes(content)

@@ -31,11 +31,11 @@ from sslkit.eval.cache import (
 )
 from sslkit.eval.monitor import KNNMonitor, MetricHistory
 from sslkit.eval.plots import write_plots
-from sslkit.eval.subsets import fraction_label
 from sslkit.files import RESULTS_FILE, write_json_atomic
 from sslkit.loggers import log_media, log_summary
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone
+from sslkit.results import fraction_label
 
 BASELINES = ("raw_pixels", "random_init")
 

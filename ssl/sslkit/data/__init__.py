@@ -15,8 +15,8 @@ from sslkit.data.sources import (
     ImageFolder,
     LabelledDataset,
     read_idx,
-    stratified_split,
 )
+from sslkit.data.subsets import stratified_split
 from sslkit.data.synthetic import SHAPE_NAMES, SyntheticShapes
 
 __all__ = [

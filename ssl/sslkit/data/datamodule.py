@@ -32,6 +32,7 @@ from sslkit.data.sources import (
     LabelledDataset,
     check_split,
 )
+from sslkit.data.subsets import balanced_subset
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +132,6 @@ def tensor_images(dataset: LabelledDataset, image_size: int) -> tuple[Tensor, Te
         index = torch.as_tensor(indices, dtype=torch.long)
         images, targets = images[index], targets[index]
     return images, targets
-
-
-def balanced_subset(targets: Sequence[Any], size: int, seed: int) -> list[int]:
-    """``size`` indices spread evenly over the classes (round robin), fixed by ``seed``.
-
-    Classes are visited in turn, each contributing its next image in a seeded random order,
-    so a subset is as class-balanced as the data allows and a larger ``size`` extends a
-    smaller one. Multi-label or unlabelled targets fall back to a seeded random subset.
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(targets)
-    if labels.ndim != 1:
-        return sorted(rng.permutation(len(labels))[:size].tolist())
-    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
-    chosen: list[int] = []
-    while len(chosen) < size and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < size:
-                chosen.append(int(queue.pop(0)))
-    return sorted(chosen)
 
 
 def class_counts(targets: Sequence[Any], num_classes: int) -> np.ndarray:

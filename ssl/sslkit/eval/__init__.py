@@ -7,12 +7,13 @@ tensors and knows nothing of Hydra or Lightning. Around them: :mod:`sslkit.eval.
 callbacks: kNN monitor and metric history while pretraining) and :mod:`sslkit.eval.plots`.
 """
 
+from sslkit.data.subsets import holdout_split, label_fraction_subset
 from sslkit.eval.features import extract_features
 from sslkit.eval.knn import WeightedKNN, knn_predict
 from sslkit.eval.linear import LinearProbe, fit_linear_probe, select_probe_settings
 from sslkit.eval.metrics import classification_metrics, confusion_matrix, multilabel_metrics
 from sslkit.eval.protocol import KNNProtocol, LinearProtocol, ProtocolResult, run_protocols
-from sslkit.eval.subsets import fraction_label, holdout_split, label_fraction_subset
+from sslkit.results import fraction_label
 
 __all__ = [
     "KNNProtocol",

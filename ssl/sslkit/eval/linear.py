@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslkit.data.subsets import holdout_split
 from sslkit.eval.metrics import check_labels, classification_metrics, multilabel_metrics
-from sslkit.eval.subsets import holdout_split
 
 
 class LinearProbe(nn.Module):
@@ -151,7 +151,7 @@ def select_probe_settings(
     """Pick ``(lr, weight_decay)`` from ``grid`` on a validation split carved from the train set.
 
     A class-balanced ``val_fraction`` of the training samples is held out (see
-    :func:`~sslkit.eval.subsets.holdout_split`), a probe is trained on the rest for every grid
+    :func:`~sslkit.data.subsets.holdout_split`), a probe is trained on the rest for every grid
     point, and the point with the best validation top-1 (mAP for multi-label) wins, the first
     one on ties. Only the training data is used: the test split never influences the choice.
 

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
+from sslkit.data.subsets import label_fraction_subset
 from sslkit.eval.knn import WeightedKNN
 from sslkit.eval.linear import fit_linear_probe, select_probe_settings
 from sslkit.eval.metrics import check_labels, classification_metrics, multilabel_metrics
-from sslkit.eval.subsets import fraction_label, label_fraction_subset
+from sslkit.results import fraction_label
 
 #: A label is predicted present when its score (probe sigmoid, kNN vote share) is >= this.
 MULTILABEL_THRESHOLD = 0.5
@@ -55,7 +56,7 @@ class LinearProtocol:
     Args:
         label_fractions: Fractions of the training labels the probe is trained on, one result
             each (low-shot evaluation, as SimCLR's 1% / 10%): class-balanced, nested subsets
-            fixed by ``seed`` (see :func:`~sslkit.eval.subsets.label_fraction_subset`).
+            fixed by ``seed`` (see :func:`~sslkit.data.subsets.label_fraction_subset`).
         lr_grid, weight_decay_grid: When either is non-empty, ``lr`` and ``weight_decay`` are
             chosen from their product (an empty grid keeps the fixed value) on a validation
             split of ``val_fraction`` carved from each training subset, never from the test
