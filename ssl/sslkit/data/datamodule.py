@@ -364,13 +364,20 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
             return self.batched_views.batch(images), labels
         return batch
 
+    def labelled_indices(self, split: str) -> np.ndarray:
+        """Indices into :meth:`dataset` of the items evaluation uses, in the order of
+        :meth:`eval_dataloader`: the labelled images (every image of multi-label data)."""
+        targets = np.asarray(self.dataset(split).targets)
+        if targets.ndim != 1:
+            return np.arange(len(targets))
+        return np.flatnonzero(targets != UNLABELED)
+
     def eval_dataloader(self, split: str) -> DataLoader:
         """Un-augmented, normalised ``(images, labels)`` of a split's labelled images, in a
         fixed order, for feature extraction (kNN, linear probe) and validation."""
         dataset = self.dataset(split)
-        targets = np.asarray(dataset.targets)
-        keep = np.flatnonzero(targets != UNLABELED) if targets.ndim == 1 else None
-        if keep is not None and len(keep) == len(targets):
+        keep = self.labelled_indices(split)
+        if len(keep) == len(dataset):
             keep = None
         tensors = self._in_memory(split)
         if tensors is not None:

@@ -132,6 +132,8 @@ class ProtocolResult:
         timings: Seconds spent in each protocol (``knn``, ``linear``), metrics included.
         scores: Test-set scores ``(N_test, num_classes)`` per result name, for plots; not
             written to ``results.json``.
+        knn_index: The kNN protocol's index of the training features (None without kNN), for
+            plots that show neighbours; not written to ``results.json``.
     """
 
     metrics: dict[str, float]
@@ -139,6 +141,7 @@ class ProtocolResult:
     protocol: dict
     timings: dict[str, float]
     scores: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    knn_index: WeightedKNN | None = field(default=None, repr=False)
 
 
 def run_protocols(
@@ -229,6 +232,7 @@ def run_protocols(
     if knn is not None:
         start = time.perf_counter()
         classifier = WeightedKNN(train_features, train_labels, num_classes=num_classes)
+        result.knn_index = classifier
         scores = classifier.predict_each_k(test_features, ks=knn.k, temperature=knn.temperature)
         for k, k_scores in scores.items():
             settings = {
