@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from sslkit.augment import eval_transform, no_views, simclr_views
@@ -33,8 +32,8 @@ from sslkit.data import (
 )
 from sslkit.data.sources import fashion_mnist
 from sslkit.data.subsets import balanced_subset
+from tests.conftest import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 DEBIAN_DIR = fashion_mnist.DEBIAN_FASHION_MNIST_DIR
 
 
@@ -437,11 +436,9 @@ def test_unknown_split():
 
 
 def _instantiate_data(name: str, **source_overrides) -> SSLDataModule:
-    cfg = OmegaConf.load(CONF / "data" / f"{name}.yaml")
-    for key, value in source_overrides.items():
-        cfg.source[key] = value
-    augment = instantiate(OmegaConf.load(CONF / "augment" / "simclr.yaml"))
-    return instantiate(cfg, augment=augment)
+    overrides = [f"data.source.{key}={value}" for key, value in source_overrides.items()]
+    cfg = compose_config("train", [f"data={name}", "augment=simclr", *overrides])
+    return instantiate(cfg.data, augment=instantiate(cfg.augment))
 
 
 def test_synthetic_config_trains():

@@ -22,7 +22,7 @@ from torch import nn
 import sslkit
 from sslkit.build import build_random_backbone
 from sslkit.data import class_counts
-from sslkit.eval import ProtocolResult, run_protocols
+from sslkit.eval import ProtocolResult
 from sslkit.eval.cache import (
     SplitFeatures,
     extract_split_features,
@@ -31,6 +31,7 @@ from sslkit.eval.cache import (
 )
 from sslkit.eval.inpainting import Inpainter, evaluate_inpainting
 from sslkit.eval.plots import write_plots
+from sslkit.eval.protocol import run_protocols_on_splits
 from sslkit.files import write_json_atomic
 from sslkit.loggers import log_media, log_summary
 from sslkit.results import RESULTS_FILE, results_document, results_table
@@ -65,13 +66,9 @@ def evaluate_features(
                 "Retrain with a lower learning rate (optim.lr) or more warmup "
                 "(schedule.warmup_epochs)."
             )
-    return run_protocols(
-        features.train_features,
-        features.train_labels,
-        features.test_features,
-        features.test_labels,
-        num_classes=datamodule.num_classes,
-        multilabel=datamodule.multilabel,
+    return run_protocols_on_splits(
+        features,
+        datamodule,
         knn=instantiate(eval_cfg.knn) if eval_cfg.get("knn") else None,
         linear=instantiate(eval_cfg.linear) if eval_cfg.get("linear") else None,
         device=str(device),

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslkit.augment.views import ViewFactory, eval_transform
 from sslkit.data.sampling import ResumableTrainOrder
-from sslkit.data.sources import (
+from sslkit.data.sources.base import (
     SPLITS,
     UNLABELED,
     ArrayDataset,
@@ -182,7 +182,7 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
         augment: ViewFactory,
         batch_size: int = 256,
         eval_batch_size: int = 512,
-        num_workers: int = 0,
+        num_workers: int = 2,
         drop_last: bool = True,
         imbalance_warn_ratio: float = 10.0,
         max_train: int | None = None,

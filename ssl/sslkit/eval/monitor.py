@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from sslkit.eval.cache import extract_split_features
-from sslkit.eval.protocol import KNNProtocol, run_protocols
+from sslkit.eval.protocol import KNNProtocol, run_protocols_on_splits
 
 
 class KNNMonitor(Callback):
@@ -53,16 +53,8 @@ class KNNMonitor(Callback):
         datamodule = trainer.datamodule
         encoder = pl_module.evaluation_encoders()[self.encoder]
         features = extract_split_features(encoder, datamodule, pl_module.device)
-        result = run_protocols(
-            features.train_features,
-            features.train_labels,
-            features.test_features,
-            features.test_labels,
-            num_classes=datamodule.num_classes,
-            multilabel=datamodule.multilabel,
-            knn=KNNProtocol(k=[self.k], temperature=self.temperature),
-            linear=None,
-        )
+        knn = KNNProtocol(k=[self.k], temperature=self.temperature)
+        result = run_protocols_on_splits(features, datamodule, knn=knn, linear=None)
         name = "mAP" if datamodule.multilabel else "top1"
         value = result.metrics[f"knn/{name}@{self.k}"]
         key = f"monitor/knn_{name}@{self.k}"

@@ -114,7 +114,7 @@ def plot_embedding(
     class_names: Sequence[str],
     directory: Path,
     *,
-    max_points: int = 1000,
+    max_points: int,
     seed: int = 0,
 ) -> Path:
     """2-D map of at most ``max_points`` features (seeded subsample), coloured by class."""
@@ -219,7 +219,7 @@ def write_plots(
     datamodule: Any,
     history: History | None = None,
     knn: WeightedKNN | None = None,
-    max_points: int = 1000,
+    max_points: int,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Every plot that the inputs allow, as PNGs in ``directory``; logged to W&B if used.

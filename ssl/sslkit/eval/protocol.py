@@ -7,14 +7,17 @@ produced them. The protocol dataclasses are what ``conf/eval/*.yaml`` instantiat
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sslkit.data.subsets import label_fraction_subset
+from sslkit.eval.cache import SplitFeatures
 from sslkit.eval.knn import WeightedKNN
 from sslkit.eval.linear import fit_linear_probe, select_probe_settings
 from sslkit.eval.metrics import check_labels, classification_metrics, multilabel_metrics
@@ -46,11 +49,16 @@ class KNNProtocol:
             raise ValueError(f"KNNProtocol.temperature must be > 0, got {self.temperature}")
 
 
+def _probe_default(name: str) -> Any:
+    return inspect.signature(fit_linear_probe).parameters[name].default
+
+
 @dataclass
 class LinearProtocol:
     """Linear probe on frozen features: see :func:`~sslkit.eval.linear.fit_linear_probe`.
 
-    The probe defaults are those of ``fit_linear_probe``: SGD momentum 0.9, cosine decay from
+    The probe settings (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``) default
+    to those of ``fit_linear_probe``, where they are written: SGD momentum 0.9, cosine decay from
     ``lr=0.1`` over 100 epochs of batch 512, no weight decay.
 
     Args:
@@ -63,11 +71,11 @@ class LinearProtocol:
             split; the probe reported is then retrained on the whole subset.
     """
 
-    epochs: int = 100
-    batch_size: int = 512
-    lr: float = 0.1
-    weight_decay: float = 0.0
-    seed: int = 0
+    epochs: int = _probe_default("epochs")
+    batch_size: int = _probe_default("batch_size")
+    lr: float = _probe_default("lr")
+    weight_decay: float = _probe_default("weight_decay")
+    seed: int = _probe_default("seed")
     label_fractions: list[float] = field(default_factory=lambda: [1.0])
     lr_grid: list[float] = field(default_factory=list)
     weight_decay_grid: list[float] = field(default_factory=list)
@@ -260,10 +268,10 @@ def run_protocols(
                     val_fraction=linear.val_fraction,
                     num_classes=num_classes,
                     multilabel=multilabel,
+                    device=device,
                     epochs=linear.epochs,
                     batch_size=linear.batch_size,
                     seed=linear.seed,
-                    device=device,
                 )
                 settings.update(lr=selection["lr"], weight_decay=selection["weight_decay"])
             probe = fit_linear_probe(
@@ -282,3 +290,25 @@ def run_protocols(
         result.timings["linear"] = time.perf_counter() - start
         result.protocol["linear"] = asdict(linear)
     return result
+
+
+def run_protocols_on_splits(
+    features: SplitFeatures,
+    datamodule: Any,
+    *,
+    knn: KNNProtocol | None,
+    linear: LinearProtocol | None,
+    device: str | torch.device = "cpu",
+) -> ProtocolResult:
+    """:func:`run_protocols` on the train/test features of ``datamodule``'s splits."""
+    return run_protocols(
+        features.train_features,
+        features.train_labels,
+        features.test_features,
+        features.test_labels,
+        num_classes=datamodule.num_classes,
+        multilabel=datamodule.multilabel,
+        knn=knn,
+        linear=linear,
+        device=device,
+    )
