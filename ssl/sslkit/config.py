@@ -116,6 +116,7 @@ def _hints(target: Callable[..., Any]) -> dict[str, Any]:
 def schema_of(
     target: str | Callable[..., Any],
     *,
+    name: str | None = None,
     exclude: Sequence[str] = (),
     include: Sequence[str] | None = None,
     partial: bool = False,
@@ -126,16 +127,16 @@ def schema_of(
     ``target`` is a class, function or dataclass (or its dotted path). Its parameters become
     typed fields (see :func:`_config_type`) whose defaults are the code's; a parameter without
     a default is required (``???``). ``exclude`` leaves out what the builders pass at run time,
-    ``include`` keeps only the keys the configs offer; ``shared`` names the function that
+    ``name`` names the class (default ``<target>Schema``), ``include`` keeps only the keys the configs offer; ``shared`` names the function that
     ``target``'s ``**kwargs`` go to, whose optional parameters join the schema (e.g. the view
     keys every recipe shares, :func:`sslkit.augment.views.view_spec`). This is how every typed
     schema is made,
     so that a default is written in the code only and a YAML file sets what differs.
     """
-    name = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
+    path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
     obj = get_object(target) if isinstance(target, str) else target
     hints = _hints(obj)
-    fields: list[tuple[str, Any, Any]] = [("_target_", str, dataclasses.field(default=name))]
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, dataclasses.field(default=path))]
     if partial:
         fields.append(("_partial_", bool, dataclasses.field(default=True)))
     factories = (
@@ -169,7 +170,12 @@ def schema_of(
         else:
             value = dataclasses.field(default=default)
         fields.append((parameter.name, kind, value))
-    return dataclasses.make_dataclass(f"{obj.__name__}Schema", fields)
+    schema = dataclasses.make_dataclass(name or f"{obj.__name__}Schema", fields)
+    # Importable as sslkit.config.<name>, so that a config pickled into another process (a
+    # submitit job) refers to it by name.
+    schema.__module__ = __name__
+    globals().setdefault(schema.__name__, schema)
+    return schema
 
 
 # ------------------------------------------------------------------------------ the schemas
@@ -257,10 +263,14 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     "source_imagefolder_schema": ("sslkit.data.ImageFolder", {}),
 }
 
-DataSchema = schema_of("sslkit.data.SSLDataModule", exclude=("augment",))
-
-KNNSchema = schema_of("sslkit.eval.KNNProtocol")
-LinearSchema = schema_of("sslkit.eval.LinearProtocol")
+DataSchema = schema_of("sslkit.data.SSLDataModule", name="DataSchema", exclude=("augment",))
+KNNSchema = schema_of("sslkit.eval.KNNProtocol", name="KNNSchema")
+LinearSchema = schema_of("sslkit.eval.LinearProtocol", name="LinearSchema")
+#: The option schemas by name, as classes of this module.
+_OPTION_CLASSES = {
+    name: schema_of(target, name="".join(part.title() for part in name.split("_")), **options)
+    for name, (target, options) in OPTION_SCHEMAS.items()
+}
 
 
 @dataclass
@@ -368,13 +378,8 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalRunSchema)
     # Every data option merges it first (also under sslkit-eval, whose `data` is untyped).
     cs.store(name="data_schema", node=DataSchema)
-    for name, (target, options) in OPTION_SCHEMAS.items():
-        cs.store(name=name, node=_option_schema(target, **options))
-
-
-@functools.cache
-def _option_schema(target: str, **options: Any) -> type:
-    return schema_of(target, **options)
+    for name, schema in _OPTION_CLASSES.items():
+        cs.store(name=name, node=schema)
 
 
 def unknown_key_message(config: Any, key: str) -> str | None:

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 0.2) -> Tensor:
+def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> Tensor:
     """Triplet margin loss of N (anchor, positive, negative) triplets of embeddings.
 
     With d the Euclidean distance,
