@@ -328,6 +328,7 @@ class EvalSchema:
 class RunSchema:
     """What ``sslkit-train`` and ``sslkit-eval`` runs share."""
 
+    task_name: str = MISSING
     seed: int = 0
     # Metric returned to sweepers (e.g. Optuna) as the run's objective.
     objective: str = "knn/top1@20"
