@@ -95,6 +95,8 @@ def test_protocol_defaults_are_the_runtime_classes_own() -> None:
 def test_trainer_options_set_only_what_differs_from_the_trainer_schema(path: Path) -> None:
     defaults = OmegaConf.to_container(OmegaConf.structured(TrainerSchema))
     for key, value in OmegaConf.to_container(OmegaConf.load(path)).items():
+        if key == "defaults":  # another trainer option it builds on
+            continue
         assert value != defaults[key], f"{path}: {key}={value!r} repeats TrainerSchema's default"
 
 

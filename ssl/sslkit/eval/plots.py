@@ -15,7 +15,6 @@ no global pyplot state, so plotting is safe inside training jobs and threads.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ from torch import Tensor
 
 from sslkit.eval.knn import WeightedKNN
 from sslkit.eval.metrics import confusion_matrix
-
-log = logging.getLogger(__name__)
 
 History = Mapping[str, Sequence[Sequence[float]]]
 

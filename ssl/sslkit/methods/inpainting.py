@@ -9,7 +9,6 @@ and the loss counts hidden pixels only.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -21,8 +20,6 @@ from sslkit.losses.masked_mse import patch_statistics
 from sslkit.methods.base import SSLMethod, split_views
 from sslkit.models.backbones import Backbone
 from sslkit.models.decoder import ConvDecoder
-
-log = logging.getLogger(__name__)
 
 MASK_TOKENS = ("learned", "zero")
 
