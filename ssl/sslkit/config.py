@@ -124,14 +124,18 @@ def schema_of(
 ) -> type:
     """A structured config of ``target``'s keyword parameters, with its own defaults.
 
-    ``target`` is a class, function or dataclass (or its dotted path). Its parameters become
-    typed fields (see :func:`_config_type`) whose defaults are the code's; a parameter without
-    a default is required (``???``). ``exclude`` leaves out what the builders pass at run time,
-    ``name`` names the class (default ``<target>Schema``), ``include`` keeps only the keys the configs offer; ``shared`` names the function that
-    ``target``'s ``**kwargs`` go to, whose optional parameters join the schema (e.g. the view
-    keys every recipe shares, :func:`sslkit.augment.views.view_spec`). This is how every typed
-    schema is made,
-    so that a default is written in the code only and a YAML file sets what differs.
+    This is how every typed schema is made, so that a default is written in the code only and a
+    YAML file sets only what differs. ``target`` is a class, function or dataclass (or its
+    dotted path); its parameters become typed fields (see :func:`_config_type`) whose defaults
+    are the code's, and a parameter without a default is required (``???``).
+
+    Args:
+        name: The class name (default ``<target>Schema``).
+        exclude: Parameters the builders pass at run time.
+        include: Only these parameters (the keys the configs offer).
+        partial: Add ``_partial_: true`` (a factory completed at run time).
+        shared: The function ``target``'s ``**kwargs`` go to; its optional parameters join the
+            schema (e.g. the view keys every recipe shares, :func:`~sslkit.augment.views.view_spec`).
     """
     path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
     obj = get_object(target) if isinstance(target, str) else target
