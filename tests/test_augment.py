@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image, ImageOps
 
 from sslkit.augment import byol_views, eval_transform, no_views, simclr_views
+from tests.conftest import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "augment"
 RGB_STATS = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "in_channels": 3}
 GRAY_STATS = {"mean": (0.3,), "std": (0.35,), "in_channels": 1}
 
@@ -92,7 +89,7 @@ def test_simclr_views_rejects_bad_settings(key, value, message):
 
 @pytest.mark.parametrize(("name", "num_views"), [("simclr", 2), ("byol", 2), ("none", 1)])
 def test_configs_are_partials_completed_by_the_dataset(name, num_views):
-    factory = instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
+    factory = instantiate(compose_config("train", [f"augment={name}"]).augment)
     views = factory(image_size=20, **GRAY_STATS)
     out = views(_image("L"))
     assert len(out) == num_views

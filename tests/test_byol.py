@@ -14,11 +14,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from sslkit.build import StoreConfig, build_datamodule, build_method
 from sslkit.evaluate import evaluate
 from sslkit.methods import BYOL
 from sslkit.models import momentum_schedule
-from sslkit.pipeline import build_datamodule, build_method
-from sslkit.train import StoreConfig, train
+from sslkit.train import train
 from tests.conftest import TINY, compose_config
 
 BYOL_TINY = [

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from sslkit.augment import eval_transform, no_views, simclr_views
@@ -30,12 +29,12 @@ from sslkit.data import (
     ImageFolder,
     SSLDataModule,
     SyntheticShapes,
-    sources,
 )
-from sslkit.data.datamodule import balanced_subset
+from sslkit.data.sources import fashion_mnist
+from sslkit.data.subsets import balanced_subset
+from tests.conftest import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-DEBIAN_DIR = sources.DEBIAN_FASHION_MNIST_DIR
+DEBIAN_DIR = fashion_mnist.DEBIAN_FASHION_MNIST_DIR
 
 
 # ------------------------------------------------------------------------------ synthetic
@@ -144,7 +143,7 @@ def test_fashion_mnist_prefers_files_under_root(tmp_path, layout, suffix):
 
 
 def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     root = tmp_path / "nowhere"
     with pytest.raises(DatasetNotFoundError) as info:
         FashionMNIST(root=str(root)).build("train")
@@ -164,7 +163,7 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, 
     ],
 )
 def test_corrupt_idx_files_name_the_file(tmp_path, monkeypatch, content, match):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     _write_fashion(tmp_path)
     bad = tmp_path / "train-labels-idx1-ubyte.gz"
     bad.write_bytes(content)
@@ -437,11 +436,9 @@ def test_unknown_split():
 
 
 def _instantiate_data(name: str, **source_overrides) -> SSLDataModule:
-    cfg = OmegaConf.load(CONF / "data" / f"{name}.yaml")
-    for key, value in source_overrides.items():
-        cfg.source[key] = value
-    augment = instantiate(OmegaConf.load(CONF / "augment" / "simclr.yaml"))
-    return instantiate(cfg, augment=augment)
+    overrides = [f"data.source.{key}={value}" for key, value in source_overrides.items()]
+    cfg = compose_config("train", [f"data={name}", "augment=simclr", *overrides])
+    return instantiate(cfg.data, augment=instantiate(cfg.augment))
 
 
 def test_synthetic_config_trains():

@@ -46,4 +46,4 @@ def test_decoder_on_real_grayscale_images_keeps_images_apart():
 
 def test_bad_decoder_settings_are_refused():
     with pytest.raises(ValueError, match="output_stride must be >= 1"):
-        ConvDecoder(16, 3, output_stride=0)
+        ConvDecoder(16, 3, output_stride=0, width=8)

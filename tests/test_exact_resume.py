@@ -30,6 +30,7 @@ RUN = [
 KILLED_TRAIN = """
 import os, signal, sys
 import sslkit.train as train
+from sslkit.resume import RandomState
 
 kill_at = int(sys.argv.pop(1))
 
@@ -37,7 +38,7 @@ def kill(self, trainer, module, outputs, batch, batch_idx):
     if trainer.global_step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-train.RandomState.on_train_batch_end = kill
+RandomState.on_train_batch_end = kill
 train.main()
 """
 

@@ -71,25 +71,25 @@ def test_orthogonal_samples_with_aligned_views_have_closed_form_loss():
 
 def test_swapping_views_gives_the_same_loss():
     z_a, z_b = _views(16, 8)
-    torch.testing.assert_close(info_nce(z_a, z_b), info_nce(z_b, z_a))
+    torch.testing.assert_close(info_nce(z_a, z_b, 0.5), info_nce(z_b, z_a, 0.5))
 
 
 def test_reordering_samples_consistently_gives_the_same_loss():
     z_a, z_b = _views(16, 8)
     order = torch.randperm(16, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(info_nce(z_a, z_b), info_nce(z_a[order], z_b[order]))
+    torch.testing.assert_close(info_nce(z_a, z_b, 0.5), info_nce(z_a[order], z_b[order], 0.5))
 
 
 def test_scaling_embeddings_does_not_change_the_loss():
     z_a, z_b = _views(16, 8)
     scales = torch.linspace(0.01, 100.0, 16, dtype=torch.float64).unsqueeze(1)
-    torch.testing.assert_close(info_nce(z_a, z_b), info_nce(3.0 * z_a, scales * z_b))
+    torch.testing.assert_close(info_nce(z_a, z_b, 0.5), info_nce(3.0 * z_a, scales * z_b, 0.5))
 
 
 def test_mismatched_pairs_give_a_higher_loss_than_matched_pairs():
     z_a, z_b = _views(16, 8)
     shuffled = z_b.roll(1, dims=0)
-    assert info_nce(z_a, z_b) < info_nce(z_a, shuffled)
+    assert info_nce(z_a, z_b, 0.5) < info_nce(z_a, shuffled, 0.5)
 
 
 def test_lower_temperature_sharpens_the_loss_of_well_separated_pairs():
@@ -100,7 +100,8 @@ def test_lower_temperature_sharpens_the_loss_of_well_separated_pairs():
 def test_without_process_group_gathering_is_a_no_op():
     z_a, z_b = _views(8, 4)
     torch.testing.assert_close(
-        info_nce(z_a, z_b, gather_distributed=True), info_nce(z_a, z_b, gather_distributed=False)
+        info_nce(z_a, z_b, 0.5, gather_distributed=True),
+        info_nce(z_a, z_b, 0.5, gather_distributed=False),
     )
 
 
@@ -113,7 +114,7 @@ def test_gradients_pass_numerical_gradcheck():
 
 def test_float32_input_gives_float32_scalar():
     z_a, z_b = (t.float() for t in _views(8, 4))
-    loss = info_nce(z_a, z_b)
+    loss = info_nce(z_a, z_b, 0.5)
     assert loss.shape == ()
     assert loss.dtype == torch.float32
     assert torch.isfinite(loss)

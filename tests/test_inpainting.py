@@ -16,10 +16,11 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
 from sslkit.augment import MaskGenerator
+from sslkit.build import build_datamodule, build_method
+from sslkit.eval.inpainting import evaluate_inpainting
 from sslkit.evaluate import evaluate
 from sslkit.methods import MaskedInpainting
 from sslkit.models import ConvNet
-from sslkit.pipeline import build_datamodule, build_method
 from sslkit.train import train
 from tests.conftest import TINY, compose_config
 
@@ -96,12 +97,12 @@ class _PredictZero(nn.Module):
         return feature_map.new_zeros(feature_map.shape[0], 3, *size)
 
 
-def test_extra_evaluation_metrics_match_an_independent_computation(hydra_run, tmp_path: Path):
+def test_inpainting_metrics_match_an_independent_computation(hydra_run, tmp_path: Path):
     cfg = hydra_run("train", [*TINY, *INPAINTING, "data.eval_batch_size=24"])
     datamodule = build_datamodule(cfg)
     method = build_method(cfg, datamodule)
     method.decoder = _PredictZero()
-    metrics = method.extra_evaluation(datamodule, tmp_path, torch.device("cpu"))
+    metrics = evaluate_inpainting(method, datamodule, tmp_path, torch.device("cpu"))
 
     # Reference: every hidden pixel becomes the dataset mean; errors in [0, 1] pixel space.
     mean = np.asarray(datamodule.mean).reshape(-1, 1, 1)
@@ -120,7 +121,7 @@ def test_extra_evaluation_metrics_match_an_independent_computation(hydra_run, tm
     assert metrics["inpainting/psnr"] == pytest.approx(
         np.mean(10 * np.log10(counts / errors)), rel=1e-5
     )
-    again = method.extra_evaluation(datamodule, tmp_path / "again", torch.device("cpu"))
+    again = evaluate_inpainting(method, datamodule, tmp_path / "again", torch.device("cpu"))
     assert again == metrics
 
 

@@ -52,14 +52,14 @@ def test_multilabel_matches_brute_force_and_lies_in_unit_interval(n_train, k):
 
 def test_k_above_train_size_votes_with_every_training_sample():
     train, labels, test = _data(6, 4, 3, num_classes=3)
-    clipped = knn_predict(train, labels, test, num_classes=3, k=100)
-    exact = knn_predict(train, labels, test, num_classes=3, k=6)
+    clipped = knn_predict(train, labels, test, num_classes=3, k=100, temperature=0.07)
+    exact = knn_predict(train, labels, test, num_classes=3, k=6, temperature=0.07)
     torch.testing.assert_close(clipped, exact)
 
 
 def test_nearest_neighbour_of_a_training_sample_is_itself():
     train, labels, _ = _data(50, 0, 10, num_classes=4)
-    scores = knn_predict(train, labels, 3.0 * train, num_classes=4, k=1)
+    scores = knn_predict(train, labels, 3.0 * train, num_classes=4, k=1, temperature=0.07)
     assert torch.equal(scores.argmax(dim=1), labels)
 
 
@@ -67,8 +67,8 @@ def test_scores_do_not_depend_on_feature_norms():
     train, labels, test = _data(80, 20, 6, num_classes=4)
     scale = torch.rand(80, 1) + 0.1
     torch.testing.assert_close(
-        knn_predict(train * scale, labels, test * 7.0, num_classes=4),
-        knn_predict(train, labels, test, num_classes=4),
+        knn_predict(train * scale, labels, test * 7.0, num_classes=4, k=20, temperature=0.07),
+        knn_predict(train, labels, test, num_classes=4, k=20, temperature=0.07),
         rtol=1e-4,
         atol=1e-6,
     )
@@ -86,7 +86,9 @@ def test_one_search_for_several_k_equals_separate_searches_in_any_chunking():
 
 def test_empty_test_set_gives_empty_scores():
     train, labels, _ = _data(10, 0, 4, num_classes=3)
-    assert knn_predict(train, labels, torch.zeros(0, 4), num_classes=3).shape == (0, 3)
+    assert knn_predict(
+        train, labels, torch.zeros(0, 4), num_classes=3, k=20, temperature=0.07
+    ).shape == (0, 3)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +113,11 @@ def test_empty_test_set_gives_empty_scores():
 def test_invalid_inputs_fail_with_a_clear_message(train_shape, labels, test_shape, kwargs, message):
     with pytest.raises(ValueError, match=message):
         knn_predict(
-            torch.randn(train_shape), labels, torch.randn(test_shape), num_classes=3, **kwargs
+            torch.randn(train_shape),
+            labels,
+            torch.randn(test_shape),
+            num_classes=3,
+            **{"k": 20, "temperature": 0.07, **kwargs},
         )
 
 

@@ -68,12 +68,18 @@ def test_triplet_hand_computed():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: triplet(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2, 2)), "one shape"),
-        (lambda: triplet(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0, 2)), "at least"),
-        (lambda: triplet(*[torch.zeros(2, 2)] * 3, margin=-1.0), "margin"),
-        (lambda: pairwise_contrastive(torch.zeros(3), torch.zeros(3), torch.ones(3)), "(N, D)"),
         (
-            lambda: pairwise_contrastive(torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(2)),
+            lambda: triplet(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2, 2), 0.2),
+            "one shape",
+        ),
+        (lambda: triplet(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0, 2), 0.2), "at least"),
+        (lambda: triplet(*[torch.zeros(2, 2)] * 3, margin=-1.0), "margin"),
+        (
+            lambda: pairwise_contrastive(torch.zeros(3), torch.zeros(3), torch.ones(3), 1.0),
+            "(N, D)",
+        ),
+        (
+            lambda: pairwise_contrastive(torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(2), 1.0),
             "one `same` flag",
         ),
         (

@@ -11,11 +11,11 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
+from sslkit.build import build_datamodule, build_method
 from sslkit.data import SyntheticShapes
-from sslkit.data.sources import UNLABELED, ArrayDataset
+from sslkit.data.sources.base import UNLABELED, ArrayDataset
 from sslkit.methods import PairwiseContrastive, Triplet
 from sslkit.models import ConvNet
-from sslkit.pipeline import build_datamodule, build_method
 from sslkit.train import train
 from tests.conftest import TINY
 

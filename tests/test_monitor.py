@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sslkit.eval import KNNProtocol
 from sslkit.eval.monitor import KNNMonitor, MetricHistory
 from sslkit.train import train
 from tests.conftest import TINY
@@ -36,7 +37,7 @@ def test_metric_history_records_points_and_round_trips():
 
 
 def test_knn_monitor_skips_epochs_between_its_interval():
-    monitor = KNNMonitor(3, k=5)
+    monitor = KNNMonitor(3, knn=KNNProtocol(k=[5]), encoder="student")
     for epoch in (0, 1, 3, 4):  # 0-based: runs after the 3rd and 6th epochs only
         trainer = SimpleNamespace(current_epoch=epoch, is_global_zero=True, datamodule=None)
         monitor.on_train_epoch_end(trainer, None)  # would fail if it tried to evaluate

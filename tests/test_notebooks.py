@@ -77,4 +77,4 @@ def test_inpainting_skips_a_method_without_reconstructions(
     monkeypatch.setenv("SSLKIT_INPAINT_CKPT", str(tiny_sweep / "0" / "checkpoints" / "last.ckpt"))
     output, images = execute("inpainting", tmp_path)
     assert images == 0
-    assert "SimCLR has no method-specific evaluation" in output
+    assert "SimCLR does not inpaint" in output

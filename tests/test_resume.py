@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from sslkit.build import StoreConfig
 from sslkit.resume import CONFIG_HASH_KEY, config_hash
-from sslkit.train import StoreConfig, train
+from sslkit.train import train
 from tests.conftest import TINY
 
 RUN = [*TINY, "baselines=[]"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from sslkit.build import build_datamodule, build_method
 from sslkit.methods import SimCLR
-from sslkit.pipeline import build_datamodule, build_method
 from sslkit.train import train
 from tests.conftest import TINY
 

@@ -36,11 +36,11 @@ from PIL import Image
 from torch import nn
 
 from sslkit.augment import simclr_views
+from sslkit.build import build_datamodule, build_method
 from sslkit.config import config_dir, register_configs
 from sslkit.data import FashionMNIST, SyntheticShapes
 from sslkit.losses import info_nce
 from sslkit.models import ResNet
-from sslkit.pipeline import build_datamodule, build_method
 
 PRESET = "simclr_resnet18_fashion_mnist"
 

@@ -7,27 +7,15 @@ single-process answer when `torch.distributed` is unavailable or not initialised
 """
 
 import torch
-import torch.distributed as dist
 from lightly.utils.dist import gather as _lightly_gather
+from lightly.utils.dist import rank, world_size
+
+__all__ = ["gather_with_grad", "is_distributed", "rank", "world_size"]
 
 
 def is_distributed() -> bool:
     """True when a process group is initialised and holds more than one process."""
     return world_size() > 1
-
-
-def world_size() -> int:
-    """Number of processes in the default process group (1 without one)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def rank() -> int:
-    """Rank of this process in the default process group (0 without one)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return 0
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

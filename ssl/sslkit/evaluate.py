@@ -6,132 +6,34 @@ sslkit-eval backbone=resnet18 data=fashion_mnist eval.weights=random
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from sslkit.config import config_dir, exit_on_unknown_keys, register_configs
-from sslkit.loggers import log_config
-from sslkit.methods.base import SSLMethod
-from sslkit.models.backbones import Backbone, describe, load_torchvision_weights
-from sslkit.pipeline import (
-    baseline_encoder,
+from sslkit.build import (
+    build_bare_backbone,
     build_datamodule,
-    build_method,
-    check_classes,
-    evaluate_and_report,
-    feature_cache_for,
+    build_logger,
+    load_checkpoint,
     resolve_device,
+    restore_method,
+    run_config,
+    stored_history,
 )
-from sslkit.resume import DamagedCheckpointError, read_checkpoint
-from sslkit.train import objective, run_and_report
+from sslkit.config import config_dir, exit_on_unknown_keys, register_configs
+from sslkit.evaluation import check_classes, evaluate_and_report, feature_cache_for
+from sslkit.jobs import objective, run_and_report
+from sslkit.loggers import log_config
 
-log = logging.getLogger(__name__)
 register_configs()
 
-
-class FrozenBackbone(SSLMethod):
-    """A backbone evaluated as it is (random or torchvision weights), without a method."""
-
-    def __init__(self, backbone: Backbone) -> None:
-        # Never trained: no optimiser and no online probe.
-        super().__init__(backbone, optimizer=None, online_probe=False)
-
-
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """Read a checkpoint written by ``sslkit-train``, refusing files it did not write."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {file} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt"
-        )
-    try:
-        checkpoint = read_checkpoint(file)
-    except DamagedCheckpointError as exc:
-        raise DamagedCheckpointError(
-            f"{exc}. Pass an intact one, e.g. a checkpoints/epochNNN.ckpt of the same run."
-        ) from None
-    if "sslkit_config" not in checkpoint:
-        raise ValueError(f"{file} holds no sslkit run config; was it written by sslkit-train?")
-    return checkpoint
-
-
-def run_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
-    """The training run's config, with this evaluation's data, backbone, eval, seed, baselines."""
-    merged = OmegaConf.create(checkpoint["sslkit_config"])
-    with open_dict(merged):
-        for key in ("data", "backbone"):
-            if cfg.get(key) is not None:
-                merged[key] = cfg[key]
-        merged.eval = cfg.eval
-        merged.seed = cfg.seed
-        merged.baselines = cfg.baselines
-    return merged
-
-
-def stored_history(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
-    """The per-epoch metric curves a training run kept in its checkpoint, if any."""
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if key.startswith("MetricHistory"):
-            return state["history"]
-    return None
-
-
-def check_backbone(method: SSLMethod, checkpoint: dict[str, Any], path: str) -> None:
-    """Refuse a checkpoint whose backbone architecture differs from the configured one."""
-    expected = checkpoint.get("sslkit_backbone")
-    configured = describe(method.backbone)
-    if expected is not None and configured != expected:
-        raise ValueError(
-            f"the checkpoint {path} holds a {_architecture(expected)} but the configured "
-            f"backbone is a {_architecture(configured)}; drop the backbone= (and data=) "
-            "override to use the checkpoint's own, or pass the architecture it was trained with"
-        )
-
-
-def _architecture(description: dict[str, Any]) -> str:
-    return (
-        f"{description['class']} ({description['feature_dim']}-d features, output stride "
-        f"{description['output_stride']}, {description['num_parameters']:,} parameters)"
-    )
-
-
-def restore_method(
-    cfg: DictConfig, checkpoint: dict[str, Any], path: str | Path
-) -> tuple[SSLMethod, Any]:
-    """The datamodule and method of ``cfg``, with the checkpoint's trained weights."""
-    datamodule = build_datamodule(cfg)
-    method = build_method(cfg, datamodule)
-    check_backbone(method, checkpoint, str(path))
-    method.load_state_dict(checkpoint["state_dict"])
-    return method, datamodule
-
-
-class LoadedRun(NamedTuple):
-    """A trained method (in eval mode), the datamodule it was trained on and its run config."""
-
-    method: SSLMethod
-    datamodule: Any
-    config: DictConfig
-
-
-def load_method(ckpt_path: str | Path) -> LoadedRun:
-    """Load a checkpoint written by ``sslkit-train`` for analysis (notebooks, scripts).
-
-    Builds the method and data from the config stored in the checkpoint, the same way
-    ``sslkit-eval`` does.
-    """
-    checkpoint = load_checkpoint(str(ckpt_path))
-    config = OmegaConf.create(checkpoint["sslkit_config"])
-    method, datamodule = restore_method(config, checkpoint, ckpt_path)
-    return LoadedRun(method.eval(), datamodule, config)
+#: What ``results.json`` calls a backbone evaluated as it is, without a method.
+BARE_BACKBONE = "FrozenBackbone"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -144,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_bare_backbone_config(cfg)
         run_cfg, checkpoint, history, cache_file = cfg, None, None, None
         datamodule = build_datamodule(cfg)
-        method = bare_backbone(cfg, datamodule)
+        model, name = build_bare_backbone(cfg, datamodule), BARE_BACKBONE
     else:
         if cfg.eval.weights is not None:
             raise ValueError(
@@ -153,16 +55,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )
         checkpoint_data = load_checkpoint(cfg.ckpt_path)
         run_cfg = run_config(cfg, checkpoint_data)
-        method, datamodule = restore_method(run_cfg, checkpoint_data, cfg.ckpt_path)
+        model, datamodule = restore_method(run_cfg, checkpoint_data, cfg.ckpt_path)
+        name = type(model).__name__
         checkpoint = str(Path(cfg.ckpt_path).resolve())
         history = stored_history(checkpoint_data)
         cache_file = feature_cache_for(run_cfg, cfg.ckpt_path, device)
     check_classes(datamodule)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    logger = build_logger(cfg)
     log_config(logger, run_cfg)
     return evaluate_and_report(
         run_cfg,
-        method=method,
+        model=model,
+        name=name,
         datamodule=datamodule,
         output_dir=output_dir,
         device=device,
@@ -190,14 +94,6 @@ def check_bare_backbone_config(cfg: DictConfig) -> None:
             "nothing to evaluate: pass ckpt_path=<run dir>/checkpoints/last.ckpt, or evaluate a "
             f"backbone without pretraining by also setting {', '.join(missing)}"
         )
-
-
-def bare_backbone(cfg: DictConfig, datamodule: Any) -> FrozenBackbone:
-    """``cfg.backbone`` with ``eval.weights``: its seeded random init, or torchvision weights."""
-    backbone = baseline_encoder("random_init", cfg, datamodule)
-    if cfg.eval.weights != "random":
-        load_torchvision_weights(backbone, cfg.eval.weights)
-    return FrozenBackbone(backbone)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

@@ -15,9 +15,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-#: A finished job's outputs: the metrics and the config they were measured with.
-RESULTS_FILE = "results.json"
-
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -28,7 +28,7 @@ def warmup_cosine(
     *,
     total_steps: int,
     steps_per_epoch: int,
-    warmup_epochs: float = 10.0,
+    warmup_epochs: int | float = 10,
     min_lr_ratio: float = 0.0,
 ) -> LambdaLR:
     """Linear warmup from 0 for ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``.

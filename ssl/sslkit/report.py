@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslkit.files import RESULTS_FILE
+from sslkit.results import RESULTS_FILE, read_document
 from sslkit.sweep import FAILED_FILE
 
 #: Config keys (and their sub-keys) that do not make a distinct experiment: the seed (the table
@@ -90,9 +90,7 @@ def load_runs(*paths: str | Path) -> list[Run]:
     runs = []
     for folder, file in sorted(newest.items()):
         try:
-            document = json.loads(file.read_text(encoding="utf-8"))
-            if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-                raise ValueError("it holds no run config")
+            document = read_document(file)
         except (OSError, ValueError) as exc:
             runs.append(Run(folder, {}, {}, f"unreadable {file.name}: {exc}"))
             continue

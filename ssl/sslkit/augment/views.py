@@ -14,6 +14,7 @@ or ``pil``. Hydra configs hold the factories as partials with only the tunable k
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from lightly.transforms import BYOLView1Transform
@@ -247,21 +248,14 @@ def simclr_views(
     std: Sequence[float],
     in_channels: int,
     num_views: int = 2,
-    min_scale: float = 0.08,
-    cj_prob: float = 0.8,
     cj_strength: float = 0.5,
     cj_bright: float = 0.8,
     cj_contrast: float = 0.8,
     cj_sat: float = 0.8,
     cj_hue: float = 0.2,
-    random_gray_scale: float = 0.2,
     gaussian_blur: float = 0.0,
-    sigmas: Sequence[float] = (0.1, 2.0),
-    hf_prob: float = 0.5,
-    vf_prob: float = 0.0,
-    rr_prob: float = 0.0,
-    rr_degrees: float | Sequence[float] | None = None,
     backend: str = "auto",
+    **shared: Any,
 ) -> Views:
     """SimCLR's view distribution (random resized crop, flips, colour jitter, grayscale, blur).
 
@@ -269,17 +263,13 @@ def simclr_views(
     positives of a contrastive loss are the views of one image. Defaults follow the small-image
     (CIFAR) recipe: jitter strength 0.5 and no blur (blur wipes out 32-pixel images). Grayscale
     images (``in_channels=1``) stay single-channel: jitter only changes brightness and contrast.
+    ``shared``: the keys every recipe shares, with their defaults, see :func:`view_spec`.
     """
     _check_num_views(num_views)
-    spec = _view_spec(**_shared_keys(locals()), gaussian_blur=gaussian_blur, solarization=0.0)
-    return Views(
-        [spec] * int(num_views),
-        image_size=image_size,
-        mean=mean,
-        std=std,
-        in_channels=in_channels,
-        backend=backend,
-    )
+    jitter = _jitter(cj_strength, cj_bright, cj_contrast, cj_sat, cj_hue)
+    spec = view_spec(**jitter, gaussian_blur=gaussian_blur, **shared)
+    geometry = _geometry(image_size, mean, std, in_channels)
+    return Views([spec] * int(num_views), **geometry, backend=backend)
 
 
 def byol_views(
@@ -288,82 +278,86 @@ def byol_views(
     mean: Sequence[float],
     std: Sequence[float],
     in_channels: int,
-    min_scale: float = 0.08,
-    cj_prob: float = 0.8,
     cj_strength: float = 1.0,
-    cj_bright: float = 0.4,
-    cj_contrast: float = 0.4,
-    cj_sat: float = 0.2,
-    cj_hue: float = 0.1,
-    random_gray_scale: float = 0.2,
     gaussian_blur: Sequence[float] = (1.0, 0.1),
     solarization: Sequence[float] = (0.0, 0.2),
-    sigmas: Sequence[float] = (0.1, 2.0),
-    hf_prob: float = 0.5,
-    vf_prob: float = 0.0,
-    rr_prob: float = 0.0,
-    rr_degrees: float | Sequence[float] | None = None,
     backend: str = "auto",
+    **shared: Any,
 ) -> Views:
     """BYOL's two asymmetric views: the same crops, flips and jitter, but blur and solarisation
     drawn with a different probability per view (``gaussian_blur`` and ``solarization`` hold
     one probability for the first and one for the second view; BYOL uses blur 1.0 / 0.1 and
     solarisation 0.0 / 0.2).
 
-    The jitter is BYOL's (weaker than SimCLR's). Grayscale images (``in_channels=1``) stay
+    The jitter is BYOL's (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1, times
+    ``cj_strength``; weaker than SimCLR's). Grayscale images (``in_channels=1``) stay
     single-channel: jitter changes brightness and contrast, solarisation inverts bright pixels.
+    ``shared``: the keys every recipe shares, with their defaults, see :func:`view_spec`.
     """
     for key, value in {"gaussian_blur": gaussian_blur, "solarization": solarization}.items():
         if len(value) != 2:
             raise ValueError(
                 f"{key} holds one probability per view (first, second), got {list(value)}."
             )
-    shared = _shared_keys(locals())
+    jitter = _jitter(cj_strength, *BYOL_JITTER)
     specs = [
-        _view_spec(
-            **shared,
+        view_spec(
+            **jitter,
             gaussian_blur=gaussian_blur[i],
             solarization=solarization[i],
             suffix=f"[{i}]",
+            **shared,
         )
         for i in range(2)
     ]
-    return Views(
-        specs, image_size=image_size, mean=mean, std=std, in_channels=in_channels, backend=backend
-    )
+    return Views(specs, **_geometry(image_size, mean, std, in_channels), backend=backend)
 
 
-# The keys every view factory passes on to its views' specs unchanged.
-_SHARED_KEYS = (
-    "min_scale", "cj_prob", "cj_strength", "cj_bright", "cj_contrast", "cj_sat", "cj_hue",
-    "random_gray_scale", "sigmas", "hf_prob", "vf_prob", "rr_prob", "rr_degrees",
-)  # fmt: skip
+#: BYOL's colour-jitter amplitudes: brightness, contrast, saturation, hue.
+BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 
 
-def _shared_keys(arguments: Mapping[str, object]) -> dict[str, object]:
-    return {key: arguments[key] for key in _SHARED_KEYS}
+def _jitter(strength: float, bright: float, contrast: float, sat: float, hue: float) -> dict:
+    """Colour-jitter amplitudes as ``view_spec`` takes them (each times ``strength``)."""
+    return {
+        "brightness": strength * bright,
+        "contrast": strength * contrast,
+        "saturation": strength * sat,
+        "hue": strength * hue,
+    }
 
 
-def _view_spec(
+def _geometry(
+    image_size: int, mean: Sequence[float], std: Sequence[float], in_channels: int
+) -> dict[str, object]:
+    return {"image_size": image_size, "mean": mean, "std": std, "in_channels": in_channels}
+
+
+def view_spec(
     *,
-    min_scale: float,
-    cj_prob: float,
-    cj_strength: float,
-    cj_bright: float,
-    cj_contrast: float,
-    cj_sat: float,
-    cj_hue: float,
-    random_gray_scale: float,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
     gaussian_blur: float,
-    solarization: float,
-    sigmas: Sequence[float],
-    hf_prob: float,
-    vf_prob: float,
-    rr_prob: float,
-    rr_degrees: float | Sequence[float] | None,
+    solarization: float = 0.0,
+    min_scale: float = 0.08,
+    cj_prob: float = 0.8,
+    random_gray_scale: float = 0.2,
+    sigmas: Sequence[float] = (0.1, 2.0),
+    hf_prob: float = 0.5,
+    vf_prob: float = 0.0,
+    rr_prob: float = 0.0,
+    rr_degrees: float | Sequence[float] | None = None,
     suffix: str = "",
 ) -> ViewSpec:
-    """Checks a factory's keys and turns them into a spec (jitter amplitudes times strength)."""
+    """One view's distribution, with the defaults every recipe shares.
+
+    Random resized crop from ``min_scale`` of the area, colour jitter with probability
+    ``cj_prob`` (the amplitudes as given), grayscale, Gaussian blur of radius in ``sigmas``,
+    solarisation, flips and rotation by ``rr_degrees`` with their probabilities. ``suffix``
+    names the view in error messages (e.g. ``[1]``).
+    """
     _check_crop_and_probabilities(
         min_scale,
         {
@@ -382,10 +376,10 @@ def _view_spec(
     return ViewSpec(
         min_scale=float(min_scale),
         cj_prob=float(cj_prob),
-        brightness=cj_strength * cj_bright,
-        contrast=cj_strength * cj_contrast,
-        saturation=cj_strength * cj_sat,
-        hue=cj_strength * cj_hue,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        hue=hue,
         gray_prob=float(random_gray_scale),
         blur_prob=float(gaussian_blur),
         sigmas=(low, high),

@@ -1,22 +1,18 @@
 """Datasets (sources), synthetic shapes and the DataModule that turns them into loaders."""
 
 from sslkit.data.datamodule import SSLDataModule, TransformedDataset, class_counts
-from sslkit.data.sources import (
-    CIFAR10,
-    CIFAR100,
+from sslkit.data.sources.base import (
     SPLITS,
-    STL10,
     ArrayDataset,
     CorruptDataError,
     DatasetNotFoundError,
     DatasetSource,
-    FashionMNIST,
-    FolderDataset,
-    ImageFolder,
     LabelledDataset,
-    read_idx,
-    stratified_split,
 )
+from sslkit.data.sources.fashion_mnist import FashionMNIST, read_idx
+from sslkit.data.sources.folder import FolderDataset, ImageFolder
+from sslkit.data.sources.torchvision_datasets import CIFAR10, CIFAR100, STL10
+from sslkit.data.subsets import stratified_split
 from sslkit.data.synthetic import SHAPE_NAMES, SyntheticShapes
 
 __all__ = [

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslkit.augment.views import ViewFactory, eval_transform
 from sslkit.data.sampling import ResumableTrainOrder
-from sslkit.data.sources import (
+from sslkit.data.sources.base import (
     SPLITS,
     UNLABELED,
     ArrayDataset,
@@ -32,6 +32,7 @@ from sslkit.data.sources import (
     LabelledDataset,
     check_split,
 )
+from sslkit.data.subsets import balanced_subset
 
 log = logging.getLogger(__name__)
 
@@ -133,26 +134,6 @@ def tensor_images(dataset: LabelledDataset, image_size: int) -> tuple[Tensor, Te
     return images, targets
 
 
-def balanced_subset(targets: Sequence[Any], size: int, seed: int) -> list[int]:
-    """``size`` indices spread evenly over the classes (round robin), fixed by ``seed``.
-
-    Classes are visited in turn, each contributing its next image in a seeded random order,
-    so a subset is as class-balanced as the data allows and a larger ``size`` extends a
-    smaller one. Multi-label or unlabelled targets fall back to a seeded random subset.
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(targets)
-    if labels.ndim != 1:
-        return sorted(rng.permutation(len(labels))[:size].tolist())
-    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
-    chosen: list[int] = []
-    while len(chosen) < size and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < size:
-                chosen.append(int(queue.pop(0)))
-    return sorted(chosen)
-
-
 def class_counts(targets: Sequence[Any], num_classes: int) -> np.ndarray:
     """Images per class; unlabelled items (label -1) are not counted.
 
@@ -201,7 +182,7 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
         augment: ViewFactory,
         batch_size: int = 256,
         eval_batch_size: int = 512,
-        num_workers: int = 0,
+        num_workers: int = 2,
         drop_last: bool = True,
         imbalance_warn_ratio: float = 10.0,
         max_train: int | None = None,
@@ -383,13 +364,20 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
             return self.batched_views.batch(images), labels
         return batch
 
+    def labelled_indices(self, split: str) -> np.ndarray:
+        """Indices into :meth:`dataset` of the items evaluation uses, in the order of
+        :meth:`eval_dataloader`: the labelled images (every image of multi-label data)."""
+        targets = np.asarray(self.dataset(split).targets)
+        if targets.ndim != 1:
+            return np.arange(len(targets))
+        return np.flatnonzero(targets != UNLABELED)
+
     def eval_dataloader(self, split: str) -> DataLoader:
         """Un-augmented, normalised ``(images, labels)`` of a split's labelled images, in a
         fixed order, for feature extraction (kNN, linear probe) and validation."""
         dataset = self.dataset(split)
-        targets = np.asarray(dataset.targets)
-        keep = np.flatnonzero(targets != UNLABELED) if targets.ndim == 1 else None
-        if keep is not None and len(keep) == len(targets):
+        keep = self.labelled_indices(split)
+        if len(keep) == len(dataset):
             keep = None
         tensors = self._in_memory(split)
         if tensors is not None:

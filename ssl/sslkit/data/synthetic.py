@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sslkit.data.sources import ArrayDataset, DatasetSource, check_split, multi_hot
+from sslkit.data.sources.base import ArrayDataset, DatasetSource, check_split, multi_hot
 
 # A shape is a list of (polygon, fill) in unit coordinates (x right, y down, radius about 1);
 # fill 0 cuts a hole into the polygons drawn before it.

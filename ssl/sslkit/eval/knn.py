@@ -63,7 +63,7 @@ class WeightedKNN:
         """Number of training samples in the index (the largest usable k)."""
         return self.index.ntotal
 
-    def predict(self, test_features: Tensor, *, k: int = 20, temperature: float = 0.07) -> Tensor:
+    def predict(self, test_features: Tensor, *, k: int, temperature: float) -> Tensor:
         """Vote scores ``(N_test, num_classes)`` of the k nearest training samples."""
         return self.predict_each_k(test_features, ks=[k], temperature=temperature)[k]
 
@@ -72,7 +72,7 @@ class WeightedKNN:
         test_features: Tensor,
         *,
         ks: Sequence[int],
-        temperature: float = 0.07,
+        temperature: float,
         chunk_size: int = 4096,
     ) -> dict[int, Tensor]:
         """Vote scores for several k from a single neighbour search.
@@ -144,14 +144,15 @@ def knn_predict(
     test_features: Tensor,
     *,
     num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int,
+    temperature: float,
 ) -> Tensor:
     """Weighted kNN vote scores ``(N_test, num_classes)`` of test features (DINO's kNN).
 
     Every feature is L2-normalised; each test sample's k most cosine-similar training
     samples vote ``exp(similarity / temperature)`` for their label, and k larger than the
-    training set is clipped to it. ``train_labels`` of shape ``(N,)`` holds class ids
+    training set is clipped to it (the protocol's k and T are
+    :class:`~sslkit.eval.KNNProtocol`'s). ``train_labels`` of shape ``(N,)`` holds class ids
     (scores are summed weights; argmax is the prediction); of shape ``(N, num_classes)`` it is
     multi-hot (scores are weighted label frequencies in [0, 1]). See :class:`WeightedKNN`.
     """

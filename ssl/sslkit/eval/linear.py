@@ -9,15 +9,17 @@ calls the backbone, so a 100-epoch probe costs seconds, not a pass over the imag
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslkit.data.subsets import holdout_split
 from sslkit.eval.metrics import check_labels, classification_metrics, multilabel_metrics
-from sslkit.eval.subsets import holdout_split
 
 
 class LinearProbe(nn.Module):
@@ -92,7 +94,8 @@ def fit_linear_probe(
     permutation per epoch, none smaller than 2 samples (BatchNorm needs 2). Initialisation and shuffling draw from a generator seeded with
     ``seed`` and never touch the global random stream, so the same inputs and seed give the same probe.
 
-    The default ``lr=0.1`` (batch 512) converges within 100 epochs on BatchNorm-normalised
+    These defaults are the linear-probe protocol's (:class:`~sslkit.eval.LinearProtocol` takes
+    them from here): ``lr=0.1`` (batch 512) converges within 100 epochs on BatchNorm-normalised
     features, to within a fraction of a point of an exactly solved logistic regression.
     """
     if train_features.ndim != 2:
@@ -143,23 +146,24 @@ def select_probe_settings(
     val_fraction: float,
     num_classes: int,
     multilabel: bool = False,
-    epochs: int = 100,
-    batch_size: int = 512,
-    seed: int = 0,
     device: str | torch.device = "cpu",
+    **settings: Any,
 ) -> dict:
     """Pick ``(lr, weight_decay)`` from ``grid`` on a validation split carved from the train set.
 
     A class-balanced ``val_fraction`` of the training samples is held out (see
-    :func:`~sslkit.eval.subsets.holdout_split`), a probe is trained on the rest for every grid
+    :func:`~sslkit.data.subsets.holdout_split`), a probe is trained on the rest for every grid
     point, and the point with the best validation top-1 (mAP for multi-label) wins, the first
     one on ties. Only the training data is used: the test split never influences the choice.
+    ``settings`` are the other :func:`fit_linear_probe` arguments (``epochs``, ``batch_size``,
+    ``seed``); ``seed`` also fixes the validation split.
 
     Returns ``{"lr", "weight_decay", "val_fraction", "num_val", "metric", "val_scores"}`` where
     ``val_scores`` lists ``{"lr", "weight_decay", <metric>}`` for every grid point.
     """
     if not grid:
         raise ValueError("the hyper-parameter grid is empty")
+    seed = settings.get("seed", inspect.signature(fit_linear_probe).parameters["seed"].default)
     fit_index, val_index = holdout_split(train_labels, val_fraction, seed=seed)
     if len(fit_index) < 2:
         raise ValueError(
@@ -176,12 +180,10 @@ def select_probe_settings(
             train_labels[fit_index],
             num_classes=num_classes,
             multilabel=multilabel,
-            epochs=epochs,
-            batch_size=batch_size,
             lr=lr,
             weight_decay=weight_decay,
-            seed=seed,
             device=device,
+            **settings,
         )
         scores = probe.scores(train_features[val_index])
         if multilabel:

@@ -1,14 +1,16 @@
-"""Classification metrics of score matrices, in pure torch.
+"""Classification metrics of score matrices.
 
 Both protocols (kNN and linear probe) produce a ``(N, num_classes)`` score matrix; these
-functions turn it into the named metrics written to ``results.json``. They follow
-scikit-learn's definitions (``zero_division=0``) so numbers can be checked against it, but
-need nothing beyond torch at runtime.
+functions turn it into the named metrics written to ``results.json``. Precision, recall, F1,
+average precision and the confusion matrix are scikit-learn's (``zero_division=0``); only the
+top-5 accuracy is sslkit's own, for its deterministic handling of tied scores.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from sklearn import metrics as skm
 from torch import Tensor
 
 
@@ -46,29 +48,27 @@ def classification_metrics(scores: Tensor, targets: Tensor, num_classes: int) ->
     )
     scores = scores.detach().cpu().float()
     predictions = scores.argmax(dim=1)
-
-    confusion = confusion_matrix(predictions, targets, num_classes)
-    true_positives = confusion.diagonal()
-    precision, recall, f1 = _precision_recall_f1(
-        true_positives, predicted=confusion.sum(dim=0), support=confusion.sum(dim=1)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        targets.numpy(), predictions.numpy(), labels=range(num_classes), zero_division=0
     )
     metrics: dict = {"top1": (predictions == targets).double().mean().item()}
     if num_classes > 5:
         metrics["top5"] = top_k_accuracy(scores, targets, k=5)
     metrics.update(
-        macro_precision=precision.mean().item(),
-        macro_recall=recall.mean().item(),
-        macro_f1=f1.mean().item(),
-        per_class=_per_class(precision, recall, f1, support=confusion.sum(dim=1)),
+        macro_precision=float(precision.mean()),
+        macro_recall=float(recall.mean()),
+        macro_f1=float(f1.mean()),
+        per_class=_per_class(precision, recall, f1, support),
     )
     return metrics
 
 
 def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     """``(num_classes, num_classes)`` counts: row = true class, column = predicted class."""
-    return torch.bincount(
-        targets.long() * num_classes + predictions.long(), minlength=num_classes * num_classes
-    ).view(num_classes, num_classes)
+    counts = skm.confusion_matrix(
+        targets.cpu().numpy(), predictions.cpu().numpy(), labels=range(num_classes)
+    )
+    return torch.from_numpy(counts)
 
 
 def top_k_accuracy(scores: Tensor, targets: Tensor, k: int) -> float:
@@ -76,6 +76,10 @@ def top_k_accuracy(scores: Tensor, targets: Tensor, k: int) -> float:
 
     A sample is a hit when fewer than k other classes score at least as high as its true
     class: a deterministic rule that does not depend on how a sort orders equal scores.
+    scikit-learn's ``top_k_accuracy_score`` breaks ties by class index instead, so with kNN
+    scores, where every class without a vote ties at 0, a true class with a high index and no
+    vote counts as a hit there (e.g. scores ``[0.9, 0, 0, 0, 0, 0, 0]`` for a sample of class
+    6 at k=5: a hit for scikit-learn, a miss here).
     """
     target_scores = scores.gather(1, targets.view(-1, 1))
     rivals = (scores >= target_scores).sum(dim=1) - 1
@@ -111,76 +115,38 @@ def multilabel_metrics(scores: Tensor, targets: Tensor, threshold: float = 0.5) 
         )
     if scores.shape[0] == 0:
         raise ValueError("multilabel_metrics needs at least one sample")
-    scores = scores.detach().cpu().double()
-    positives = targets.detach().cpu() > 0
+    scores = scores.detach().cpu().double().numpy()
+    positives = (targets.detach().cpu() > 0).numpy()
     predicted = scores >= threshold
-
-    true_positives = (predicted & positives).sum(dim=0)
-    support = positives.sum(dim=0)
-    precision, recall, f1 = _precision_recall_f1(
-        true_positives, predicted=predicted.sum(dim=0), support=support
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        positives, predicted, average=None, zero_division=0
     )
-    pooled_tp = true_positives.sum().item()
-    pooled_denominator = predicted.sum().item() + support.sum().item()
-    ap = average_precision(scores, positives)
     has_positive = support > 0
+    ap = [
+        float(skm.average_precision_score(positives[:, c], scores[:, c])) if valid else None
+        for c, valid in enumerate(has_positive)
+    ]
     per_class = _per_class(precision, recall, f1, support)
-    for row, value, valid in zip(per_class, ap.tolist(), has_positive.tolist(), strict=True):
-        row["ap"] = value if valid else None
+    for row, value in zip(per_class, ap, strict=True):
+        row["ap"] = value
+    valid_ap = [value for value in ap if value is not None]
     return {
-        "mAP": ap[has_positive].mean().item() if has_positive.any() else float("nan"),
-        "micro_f1": 2 * pooled_tp / pooled_denominator if pooled_denominator else 0.0,
-        "macro_precision": precision.mean().item(),
-        "macro_recall": recall.mean().item(),
-        "macro_f1": f1.mean().item(),
+        "mAP": float(np.mean(valid_ap)) if valid_ap else float("nan"),
+        "micro_f1": float(skm.f1_score(positives, predicted, average="micro", zero_division=0)),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
         "per_class": per_class,
         "threshold": float(threshold),
     }
 
 
-def average_precision(scores: Tensor, positives: Tensor) -> Tensor:
-    """Per-column average precision ``(C,)`` of ``(N, C)`` scores and boolean positives.
-
-    Samples with equal scores form one threshold, so each positive contributes the precision
-    reached at the end of its tie group; the sum is divided by the number of positives.
-    Columns without positives give 0 (callers decide whether to exclude them).
-    """
-    n = scores.shape[0]
-    order = scores.argsort(dim=0, descending=True, stable=True)
-    sorted_scores = scores.gather(0, order)
-    sorted_positives = positives.gather(0, order).double()
-    precision_at = sorted_positives.cumsum(dim=0) / torch.arange(
-        1, n + 1, dtype=torch.float64
-    ).unsqueeze(1)
-    positions = torch.arange(n).unsqueeze(1).expand_as(sorted_scores)
-    group_end = torch.ones_like(sorted_scores, dtype=torch.bool)
-    group_end[:-1] = sorted_scores[:-1] != sorted_scores[1:]
-    # Index of the last sample of each sample's tie group: running min from the bottom.
-    end_of_group = torch.where(group_end, positions, n).flip(0).cummin(dim=0).values.flip(0)
-    precision_at_threshold = precision_at.gather(0, end_of_group)
-    num_positives = sorted_positives.sum(dim=0)
-    summed = (sorted_positives * precision_at_threshold).sum(dim=0)
-    return torch.where(num_positives > 0, summed / num_positives.clamp(min=1), 0.0)
-
-
-def _precision_recall_f1(
-    true_positives: Tensor, *, predicted: Tensor, support: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-class precision, recall and F1 from counts, 0 where a denominator is 0."""
-    tp = true_positives.double()
-    precision = tp / predicted.clamp(min=1)
-    recall = tp / support.clamp(min=1)
-    f1_denominator = predicted + support
-    f1 = 2 * tp / f1_denominator.clamp(min=1)
-    return precision, recall, f1
-
-
-def _per_class(precision: Tensor, recall: Tensor, f1: Tensor, support: Tensor) -> list[dict]:
+def _per_class(
+    precision: np.ndarray, recall: np.ndarray, f1: np.ndarray, support: np.ndarray
+) -> list[dict]:
     return [
-        {"precision": p, "recall": r, "f1": f, "support": int(s)}
-        for p, r, f, s in zip(
-            precision.tolist(), recall.tolist(), f1.tolist(), support.tolist(), strict=True
-        )
+        {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for p, r, f, s in zip(precision, recall, f1, support, strict=True)
     ]
 
 

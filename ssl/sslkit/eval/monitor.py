@@ -15,9 +15,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from sslkit.eval.features import extract_features
-from sslkit.eval.knn import WeightedKNN
-from sslkit.eval.metrics import classification_metrics, multilabel_metrics
+from sslkit.eval.cache import extract_split_features
+from sslkit.eval.protocol import KNNProtocol, run_protocols_on_splits
 
 
 class KNNMonitor(Callback):
@@ -26,8 +25,8 @@ class KNNMonitor(Callback):
     At the end of every ``every_n_epochs``-th training epoch the un-augmented train and test
     splits of the trainer's DataModule are encoded by ``pl_module.evaluation_encoders()
     [encoder]`` in eval mode (the training mode is restored afterwards) and the test split is
-    classified by its ``k`` nearest training samples with weights ``exp(sim / temperature)``.
-    Logged as ``monitor/knn_top1@{k}`` (``monitor/knn_mAP@{k}`` for multi-label data) and
+    classified by the kNN protocol (:func:`~sslkit.eval.protocol.run_protocols`) with the
+    first k and the temperature of ``knn``. Logged as ``monitor/knn_top1@{k}`` (``monitor/knn_mAP@{k}`` for multi-label data) and
     recorded into ``history`` when given. Runs on the global-zero process only; the others
     wait for it at the next collective.
     """
@@ -36,16 +35,15 @@ class KNNMonitor(Callback):
         self,
         every_n_epochs: int,
         *,
-        k: int = 20,
-        temperature: float = 0.07,
-        encoder: str = "student",
+        knn: KNNProtocol,
+        encoder: str,
         history: MetricHistory | None = None,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"eval.monitor_every must be >= 1 to monitor, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
-        self.k = k
-        self.temperature = temperature
+        self.k = knn.k[0]
+        self.temperature = knn.temperature
         self.encoder = encoder
         self.history = history
 
@@ -54,19 +52,11 @@ class KNNMonitor(Callback):
             return
         datamodule = trainer.datamodule
         encoder = pl_module.evaluation_encoders()[self.encoder]
-        train_features, train_labels = extract_features(
-            encoder, datamodule.eval_dataloader("train"), pl_module.device
-        )
-        test_features, test_labels = extract_features(
-            encoder, datamodule.eval_dataloader("test"), pl_module.device
-        )
-        knn = WeightedKNN(train_features, train_labels, num_classes=datamodule.num_classes)
-        scores = knn.predict(test_features, k=self.k, temperature=self.temperature)
-        if datamodule.multilabel:
-            name, value = "mAP", multilabel_metrics(scores, test_labels)["mAP"]
-        else:
-            name = "top1"
-            value = classification_metrics(scores, test_labels, datamodule.num_classes)[name]
+        features = extract_split_features(encoder, datamodule, pl_module.device)
+        knn = KNNProtocol(k=[self.k], temperature=self.temperature)
+        result = run_protocols_on_splits(features, datamodule, knn=knn, linear=None)
+        name = "mAP" if datamodule.multilabel else "top1"
+        value = result.metrics[f"knn/{name}@{self.k}"]
         key = f"monitor/knn_{name}@{self.k}"
         pl_module.log(key, value, rank_zero_only=True)
         if self.history is not None:

@@ -15,7 +15,6 @@ no global pyplot state, so plotting is safe inside training jobs and threads.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ from torch import Tensor
 
 from sslkit.eval.knn import WeightedKNN
 from sslkit.eval.metrics import confusion_matrix
-
-log = logging.getLogger(__name__)
 
 History = Mapping[str, Sequence[Sequence[float]]]
 
@@ -114,7 +111,7 @@ def plot_embedding(
     class_names: Sequence[str],
     directory: Path,
     *,
-    max_points: int = 1000,
+    max_points: int,
     seed: int = 0,
 ) -> Path:
     """2-D map of at most ``max_points`` features (seeded subsample), coloured by class."""
@@ -138,12 +135,10 @@ def plot_embedding(
 
 
 def plot_retrieval(
-    train_features: Tensor,
-    train_labels: Tensor,
+    knn: WeightedKNN,
     test_features: Tensor,
     test_labels: Tensor,
     *,
-    num_classes: int,
     train_image: Callable[[int], Image.Image],
     test_image: Callable[[int], Image.Image],
     path: Path,
@@ -153,10 +148,10 @@ def plot_retrieval(
 ) -> Path:
     """Seeded test queries (rows) next to their ``k`` most cosine-similar training images.
 
-    ``train_image(i)`` / ``test_image(i)`` return the image of the i-th feature row. A green
-    frame marks a neighbour of the query's class (sharing a label, for multi-hot labels).
+    ``knn`` is the kNN protocol's index of the training features; ``train_image(i)`` /
+    ``test_image(i)`` return the image of the i-th feature row. A green frame marks a
+    neighbour of the query's class (sharing a label, for multi-hot labels).
     """
-    knn = WeightedKNN(train_features, train_labels, num_classes=num_classes)
     generator = torch.Generator().manual_seed(seed)
     queries = torch.randperm(len(test_features), generator=generator)[:num_queries]
     similarities, neighbours = knn.neighbours(test_features[queries], k=k)
@@ -220,13 +215,15 @@ def write_plots(
     scores: Mapping[str, Tensor],
     datamodule: Any,
     history: History | None = None,
-    max_points: int = 1000,
+    knn: WeightedKNN | None = None,
+    max_points: int,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Every plot that the inputs allow, as PNGs in ``directory``; logged to W&B if used.
 
     ``features`` is a :class:`~sslkit.eval.cache.SplitFeatures` of the evaluated encoder and
-    ``scores`` the test scores of the protocols (``ProtocolResult.scores``). Returns
+    ``scores`` the test scores of the protocols (``ProtocolResult.scores``); ``knn`` is the
+    kNN protocol's index (``ProtocolResult.knn_index``), built here when it did not run. Returns
     ``{plot name: path}``.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -251,12 +248,14 @@ def write_plots(
             max_points=max_points,
             seed=seed,
         )
+    if knn is None:  # the kNN protocol did not run
+        knn = WeightedKNN(
+            features.train_features, features.train_labels, num_classes=datamodule.num_classes
+        )
     written["retrieval"] = plot_retrieval(
-        features.train_features,
-        features.train_labels,
+        knn,
         features.test_features,
         features.test_labels,
-        num_classes=datamodule.num_classes,
         train_image=_image_getter(datamodule, "train"),
         test_image=_image_getter(datamodule, "test"),
         path=directory / "retrieval.png",
@@ -267,11 +266,10 @@ def write_plots(
 
 
 def _image_getter(datamodule: Any, split: str) -> Callable[[int], Image.Image]:
-    """Image of the i-th labelled item of a split: the order of ``eval_dataloader(split)``."""
+    """Image of the i-th item of ``eval_dataloader(split)``, i.e. of the i-th feature row."""
     dataset = datamodule.dataset(split)
-    targets = np.asarray(dataset.targets)
-    labelled = np.flatnonzero(targets >= 0) if targets.ndim == 1 else np.arange(len(targets))
-    return lambda index: dataset[int(labelled[index])][0]
+    indices = datamodule.labelled_indices(split)
+    return lambda index: dataset[int(indices[index])][0]
 
 
 def _first_label(labels: Tensor) -> Tensor:

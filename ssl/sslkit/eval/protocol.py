@@ -7,17 +7,21 @@ produced them. The protocol dataclasses are what ``conf/eval/*.yaml`` instantiat
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from sslkit.data.subsets import label_fraction_subset
+from sslkit.eval.cache import SplitFeatures
 from sslkit.eval.knn import WeightedKNN
 from sslkit.eval.linear import fit_linear_probe, select_probe_settings
 from sslkit.eval.metrics import check_labels, classification_metrics, multilabel_metrics
-from sslkit.eval.subsets import fraction_label, label_fraction_subset
+from sslkit.results import fraction_label
 
 #: A label is predicted present when its score (probe sigmoid, kNN vote share) is >= this.
 MULTILABEL_THRESHOLD = 0.5
@@ -45,28 +49,33 @@ class KNNProtocol:
             raise ValueError(f"KNNProtocol.temperature must be > 0, got {self.temperature}")
 
 
+def _probe_default(name: str) -> Any:
+    return inspect.signature(fit_linear_probe).parameters[name].default
+
+
 @dataclass
 class LinearProtocol:
     """Linear probe on frozen features: see :func:`~sslkit.eval.linear.fit_linear_probe`.
 
-    The probe defaults are those of ``fit_linear_probe``: SGD momentum 0.9, cosine decay from
+    The probe settings (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``) default
+    to those of ``fit_linear_probe``, where they are written: SGD momentum 0.9, cosine decay from
     ``lr=0.1`` over 100 epochs of batch 512, no weight decay.
 
     Args:
         label_fractions: Fractions of the training labels the probe is trained on, one result
             each (low-shot evaluation, as SimCLR's 1% / 10%): class-balanced, nested subsets
-            fixed by ``seed`` (see :func:`~sslkit.eval.subsets.label_fraction_subset`).
+            fixed by ``seed`` (see :func:`~sslkit.data.subsets.label_fraction_subset`).
         lr_grid, weight_decay_grid: When either is non-empty, ``lr`` and ``weight_decay`` are
             chosen from their product (an empty grid keeps the fixed value) on a validation
             split of ``val_fraction`` carved from each training subset, never from the test
             split; the probe reported is then retrained on the whole subset.
     """
 
-    epochs: int = 100
-    batch_size: int = 512
-    lr: float = 0.1
-    weight_decay: float = 0.0
-    seed: int = 0
+    epochs: int = _probe_default("epochs")
+    batch_size: int = _probe_default("batch_size")
+    lr: float = _probe_default("lr")
+    weight_decay: float = _probe_default("weight_decay")
+    seed: int = _probe_default("seed")
     label_fractions: list[float] = field(default_factory=lambda: [1.0])
     lr_grid: list[float] = field(default_factory=list)
     weight_decay_grid: list[float] = field(default_factory=list)
@@ -131,6 +140,8 @@ class ProtocolResult:
         timings: Seconds spent in each protocol (``knn``, ``linear``), metrics included.
         scores: Test-set scores ``(N_test, num_classes)`` per result name, for plots; not
             written to ``results.json``.
+        knn_index: The kNN protocol's index of the training features (None without kNN), for
+            plots that show neighbours; not written to ``results.json``.
     """
 
     metrics: dict[str, float]
@@ -138,6 +149,7 @@ class ProtocolResult:
     protocol: dict
     timings: dict[str, float]
     scores: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    knn_index: WeightedKNN | None = field(default=None, repr=False)
 
 
 def run_protocols(
@@ -228,6 +240,7 @@ def run_protocols(
     if knn is not None:
         start = time.perf_counter()
         classifier = WeightedKNN(train_features, train_labels, num_classes=num_classes)
+        result.knn_index = classifier
         scores = classifier.predict_each_k(test_features, ks=knn.k, temperature=knn.temperature)
         for k, k_scores in scores.items():
             settings = {
@@ -255,10 +268,10 @@ def run_protocols(
                     val_fraction=linear.val_fraction,
                     num_classes=num_classes,
                     multilabel=multilabel,
+                    device=device,
                     epochs=linear.epochs,
                     batch_size=linear.batch_size,
                     seed=linear.seed,
-                    device=device,
                 )
                 settings.update(lr=selection["lr"], weight_decay=selection["weight_decay"])
             probe = fit_linear_probe(
@@ -277,3 +290,25 @@ def run_protocols(
         result.timings["linear"] = time.perf_counter() - start
         result.protocol["linear"] = asdict(linear)
     return result
+
+
+def run_protocols_on_splits(
+    features: SplitFeatures,
+    datamodule: Any,
+    *,
+    knn: KNNProtocol | None,
+    linear: LinearProtocol | None,
+    device: str | torch.device = "cpu",
+) -> ProtocolResult:
+    """:func:`run_protocols` on the train/test features of ``datamodule``'s splits."""
+    return run_protocols(
+        features.train_features,
+        features.train_labels,
+        features.test_features,
+        features.test_labels,
+        num_classes=datamodule.num_classes,
+        multilabel=datamodule.multilabel,
+        knn=knn,
+        linear=linear,
+        device=device,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
+from lightly.loss import NegativeCosineSimilarity
 from torch import Tensor
 
 BYOL_LOSS_KINDS = ("cosine", "mse")
@@ -20,7 +21,8 @@ def byol_loss(p: Tensor, z: Tensor, kind: Literal["cosine", "mse"] = "cosine") -
 
     Because ||p_i - z_i||^2 = 2 - 2 * p_i . z_i for unit vectors, ``mse`` is ``cosine / D``:
     the same minimiser with gradients D times smaller, as in implementations that write the
-    loss with ``F.mse_loss``. ``cosine`` equals ``2 + 2 * lightly.loss.NegativeCosineSimilarity``.
+    loss with ``F.mse_loss``. ``cosine`` is computed as ``2 + 2 *`` lightly's
+    ``NegativeCosineSimilarity``.
 
     Args:
         p: (N, D) student predictions.
@@ -38,8 +40,10 @@ def byol_loss(p: Tensor, z: Tensor, kind: Literal["cosine", "mse"] = "cosine") -
             "byol_loss expects non-empty 2-D (batch, dim) predictions and targets of the same "
             f"shape, got {tuple(p.shape)} and {tuple(z.shape)}."
         )
-    p = F.normalize(p, dim=1)
-    z = F.normalize(z.detach(), dim=1)
+    z = z.detach()
     if kind == "mse":
-        return F.mse_loss(p, z)
-    return (2 - 2 * (p * z).sum(dim=1)).mean()
+        return F.mse_loss(F.normalize(p, dim=1), F.normalize(z, dim=1))
+    return 2 + 2 * _negative_cosine(p, z)
+
+
+_negative_cosine = NegativeCosineSimilarity()

@@ -8,7 +8,7 @@ from sslkit.distributed import gather_with_grad, is_distributed, rank, world_siz
 
 
 def info_nce(
-    z_a: Tensor, z_b: Tensor, temperature: float = 0.5, *, gather_distributed: bool = True
+    z_a: Tensor, z_b: Tensor, temperature: float, *, gather_distributed: bool = True
 ) -> Tensor:
     """NT-Xent loss (SimCLR) of two batches of embeddings of the same N samples.
 

@@ -6,7 +6,7 @@ from torch import Tensor
 from sslkit.losses.triplet import check_embeddings
 
 
-def pairwise_contrastive(a: Tensor, b: Tensor, same: Tensor, margin: float = 1.0) -> Tensor:
+def pairwise_contrastive(a: Tensor, b: Tensor, same: Tensor, margin: float) -> Tensor:
     """Contrastive loss of N labelled pairs of embeddings (Hadsell, Chopra and LeCun 2006).
 
     With d_i = ||a_i - b_i||_2 the Euclidean distance of pair i and s_i in {0, 1} whether its

@@ -1,10 +1,10 @@
 """The triplet margin loss (Weinberger and Saul 2009; Schroff et al. 2015, FaceNet)."""
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
-def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 0.2) -> Tensor:
+def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> Tensor:
     """Triplet margin loss of N (anchor, positive, negative) triplets of embeddings.
 
     With d the Euclidean distance,
@@ -12,8 +12,9 @@ def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 
         loss = 1/N * sum_i  max(0, d(anchor_i, positive_i) - d(anchor_i, negative_i) + margin)
 
     i.e. each anchor must be closer to its positive than to its negative by at least
-    ``margin``; triplets that already satisfy this cost nothing. Equal to
-    ``torch.nn.TripletMarginLoss(margin, p=2)`` (up to that class's 1e-6 distance epsilon).
+    ``margin``; triplets that already satisfy this cost nothing. Computed by
+    ``torch.nn.functional.triplet_margin_loss`` (which adds 1e-6 to each difference before
+    taking its norm).
     The embeddings are used as given: normalise them first for a margin on the unit sphere.
 
     Args:
@@ -28,9 +29,7 @@ def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 
     check_embeddings("triplet", anchor, positive, negative)
     if not margin > 0:
         raise ValueError(f"triplet margin must be > 0, got {margin}.")
-    positive_distance = torch.linalg.vector_norm(anchor - positive, dim=1)
-    negative_distance = torch.linalg.vector_norm(anchor - negative, dim=1)
-    return (positive_distance - negative_distance + margin).clamp(min=0).mean()
+    return F.triplet_margin_loss(anchor, positive, negative, margin=margin, p=2)
 
 
 def check_embeddings(loss: str, *embeddings: Tensor) -> None:

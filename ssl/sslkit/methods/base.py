@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -88,12 +87,6 @@ class SSLMethod(pl.LightningModule):
     def evaluation_encoders(self) -> dict[str, nn.Module]:
         """Encoders that evaluation may pick by name (BYOL adds its teacher)."""
         return {"student": self.backbone}
-
-    def extra_evaluation(
-        self, datamodule: Any, output_dir: Path, device: torch.device
-    ) -> dict[str, float]:
-        """Method-specific measurements after pretraining (metrics; images go to output_dir)."""
-        return {}
 
     # ------------------------------------------------------------ online probe
     def online_probe_loss(self, features: Tensor, targets: Tensor) -> Tensor:

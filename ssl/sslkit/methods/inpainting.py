@@ -9,15 +9,10 @@ and the loss counts hidden pixels only.
 
 from __future__ import annotations
 
-import logging
-import math
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.utils import save_image
 
 from sslkit.augment.masking import MaskGenerator
 from sslkit.losses import masked_mse
@@ -26,12 +21,7 @@ from sslkit.methods.base import SSLMethod, split_views
 from sslkit.models.backbones import Backbone
 from sslkit.models.decoder import ConvDecoder
 
-log = logging.getLogger(__name__)
-
 MASK_TOKENS = ("learned", "zero")
-GRID_FILE = "reconstructions.png"
-# Tiles of the reconstruction grid are enlarged (nearest neighbour) to at least this many pixels.
-MIN_TILE_PX = 64
 
 
 class MaskToken(nn.Module):
@@ -66,7 +56,8 @@ class MaskedInpainting(SSLMethod):
             ``mask.patch_size``.
         eval_mask_seed: seed of the masks of the test-split evaluation, fixed so that runs are
             compared on the same holes.
-        num_reconstructions: test images shown in ``reconstructions.png``.
+        num_reconstructions: test images shown in ``reconstructions.png`` by the evaluation
+            (:func:`sslkit.eval.inpainting.evaluate_inpainting`).
         **kwargs: optimiser, schedule, probe and batch settings of :class:`SSLMethod`.
     """
 
@@ -143,67 +134,11 @@ class MaskedInpainting(SSLMethod):
             prediction = prediction * std + mean
         return images * (1 - mask) + prediction * mask
 
-    @torch.no_grad()
-    def extra_evaluation(
-        self, datamodule: Any, output_dir: Path, device: torch.device
-    ) -> dict[str, float]:
-        """Masked-region MSE and PSNR on the test split, and ``reconstructions.png``.
+    def hide(self, images: Tensor, mask: Tensor) -> Tensor:
+        """The input the network sees: ``images`` with the pixels where ``mask`` is 1 hidden."""
+        return self.mask_token(images, mask)
 
-        Every test image is masked with a fixed sequence (seed ``eval_mask_seed``) and
-        inpainted; errors are measured in image space (pixels in [0, 1], reconstruction clamped
-        to that range) on the hidden pixels only. ``inpainting/masked_mse`` is the mean over all
-        hidden pixels of the split, ``inpainting/psnr`` the mean over images of
-        ``10 log10(1 / mse)`` in dB. The grid has one column per test image and three rows:
-        original, masked input, inpainted (visible pixels kept, hidden ones reconstructed).
-        """
-        was_training = self.training
-        self.eval().to(device)
-        masks = self.mask_generator.with_seed(self.eval_mask_seed)
-        mean = torch.tensor(datamodule.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(datamodule.std, device=device).view(1, -1, 1, 1)
-
-        def to_pixels(x: Tensor) -> Tensor:
-            return (x * std + mean).clamp(0.0, 1.0)
-
-        squared_error = hidden_values = psnr_sum = 0.0
-        num_images = 0
-        shown: list[Tensor] = []
-        try:
-            for images, _ in datamodule.eval_dataloader("test"):
-                images = images.to(device)
-                mask = masks(images)
-                original, inpainted = to_pixels(images), to_pixels(self.inpaint(images, mask))
-                per_image = masked_mse(inpainted, original, mask, reduction="none")
-                hidden = mask.sum(dim=(1, 2, 3)) * images.shape[1]
-                squared_error += float((per_image * hidden).sum())
-                hidden_values += float(hidden.sum())
-                psnr_sum += float((-10.0 * torch.log10(per_image.clamp_min(1e-10))).sum())
-                missing = self.num_reconstructions - num_images
-                if missing > 0:
-                    masked = to_pixels(self.mask_token(images, mask))
-                    shown.append(torch.stack([original, masked, inpainted])[:, :missing])
-                num_images += len(images)
-        finally:
-            self.train(was_training)
-        if num_images == 0:
-            raise ValueError(f"the {datamodule.name} test split is empty: nothing to inpaint")
-        save_reconstruction_grid(torch.cat(shown, dim=1), Path(output_dir) / GRID_FILE)
-        return {
-            "inpainting/masked_mse": squared_error / max(hidden_values, 1.0),
-            "inpainting/psnr": psnr_sum / num_images,
-        }
-
-
-def save_reconstruction_grid(rows: Tensor, path: Path) -> Path:
-    """Write images ``(num_rows, num_columns, C, H, W)`` in [0, 1] as a PNG grid.
-
-    Small images are enlarged (nearest neighbour) so that the PNG is readable.
-    """
-    num_rows, num_columns = rows.shape[:2]
-    grid = rows.reshape(num_rows * num_columns, *rows.shape[2:])
-    scale = math.ceil(MIN_TILE_PX / min(grid.shape[-2:]))
-    if scale > 1:
-        grid = F.interpolate(grid, scale_factor=scale, mode="nearest")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid.cpu(), path, nrow=num_columns, padding=2, pad_value=1.0)
-    return path
+    def evaluation_masks(self) -> MaskGenerator:
+        """The masks of the test-split evaluation: a fixed sequence, seeded by
+        ``eval_mask_seed``, so that runs are compared on the same holes."""
+        return self.mask_generator.with_seed(self.eval_mask_seed)

@@ -29,7 +29,7 @@ class ConvDecoder(nn.Module):
     (normalised) space.
     """
 
-    def __init__(self, in_dim: int, out_channels: int, output_stride: int, width: int = 128):
+    def __init__(self, in_dim: int, out_channels: int, output_stride: int, width: int):
         super().__init__()
         for name, value in (
             ("in_dim", in_dim),
@@ -57,7 +57,7 @@ class ConvDecoder(nn.Module):
         self.head = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
 
     @classmethod
-    def for_backbone(cls, backbone: Backbone, width: int = 128) -> ConvDecoder:
+    def for_backbone(cls, backbone: Backbone, width: int) -> ConvDecoder:
         """A decoder that turns ``backbone``'s feature map back into its input images."""
         return cls(backbone.feature_dim, backbone.in_channels, backbone.output_stride, width)
 

@@ -1,0 +1,135 @@
+"""The ``results.json`` document and its tables, without torch (``sslkit-report`` reads them).
+
+One document per finished job: what ran, on what, under which protocol, and the numbers. Both
+entry points write it through :func:`results_document`; :func:`read_document` is how every
+reader (``sslkit-report``, the set-aside of an earlier job's results) opens one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+#: A finished job's outputs: the metrics and the config they were measured with.
+RESULTS_FILE = "results.json"
+
+
+def fraction_label(fraction: float) -> str:
+    """``0.01 -> "1%"``, ``0.1 -> "10%"``, ``0.125 -> "12.5%"``: the suffix of low-shot keys."""
+    return f"{100 * fraction:g}%"
+
+
+def results_document(
+    *,
+    method: str,
+    dataset: str,
+    backbone: str | None,
+    encoder: str,
+    features: str,
+    protocol: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    per_class: Mapping[str, Any],
+    class_names: Sequence[str],
+    baselines: Mapping[str, Mapping[str, float]],
+    timings: Mapping[str, Any],
+    checkpoint: str | None,
+    feature_cache: Mapping[str, Any] | None,
+    versions: Mapping[str, str],
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``results.json`` document; ``features`` describes what the protocols measured."""
+    return {
+        "method": method,
+        "dataset": dataset,
+        "backbone": backbone,
+        "encoder": encoder,
+        "protocol": {**protocol, "features": features},
+        "metrics": dict(metrics),
+        "per_class": dict(per_class),
+        "class_names": list(class_names),
+        "baselines": dict(baselines),
+        "timings": dict(timings),
+        "checkpoint": checkpoint,
+        "feature_cache": dict(feature_cache) if feature_cache else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": dict(versions),
+        "config": dict(config),
+    }
+
+
+def read_document(file: str | Path) -> dict[str, Any]:
+    """A ``results.json`` (or ``failed.json``) document; ValueError when it holds no config."""
+    document = json.loads(Path(file).read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise ValueError("it holds no run config")
+    return document
+
+
+def results_table(
+    results: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    labels: Sequence[str] | None = None,
+    *,
+    markdown: bool = False,
+) -> str:
+    """A comparison table: one row per baseline, then one per evaluated encoder.
+
+    Accepts one ``results.json`` document or several (e.g. the rows of a study); the baseline
+    rows come from each document that holds baselines, once per baseline name. Columns: kNN
+    top-1 at k=20 and 200, linear top-1 and macro-F1, and linear top-1 at each label fraction
+    below 1 (in %), and wall time; multi-label results show mAP (and micro-F1) instead of top-1.
+    """
+    documents = [results] if isinstance(results, Mapping) else list(results)
+    names = (
+        list(labels)
+        if labels is not None
+        else [f"{doc['method']} ({doc['encoder']})" for doc in documents]
+    )
+    if len(names) != len(documents):
+        raise ValueError(f"got {len(names)} labels for {len(documents)} results")
+    protocol = documents[0].get("protocol", {}) if documents else {}
+    multilabel = protocol.get("multilabel", False)
+    score, title = ("mAP", "mAP") if multilabel else ("top1", "top-1")
+    columns = [
+        (f"kNN@20 {title}" if multilabel else "kNN@20", f"knn/{score}@20"),
+        (f"kNN@200 {title}" if multilabel else "kNN@200", f"knn/{score}@200"),
+        (f"linear {title}", f"linear/{score}"),
+        ("linear micro-F1", "linear/micro_f1")
+        if multilabel
+        else ("linear macro-F1", "linear/macro_f1"),
+    ]
+    for fraction in protocol.get("linear", {}).get("label_fractions", []):
+        if fraction < 1.0:
+            label = fraction_label(fraction)
+            columns.append((f"linear {title} @{label}", f"linear/{score}@{label}"))
+    rows: list[tuple[str, Mapping[str, Any], float | None]] = []
+    seen: set[str] = set()
+    for doc in documents:
+        timings = doc.get("timings", {})
+        for name, metrics in doc.get("baselines", {}).items():
+            if name not in seen:
+                seen.add(name)
+                rows.append(
+                    (name.replace("_", " "), metrics, timings.get("baselines", {}).get(name))
+                )
+    for name, doc in zip(names, documents, strict=True):
+        rows.append((name, doc["metrics"], doc.get("timings", {}).get("total_s")))
+    header = ["encoder"] + [title for title, _ in columns] + ["wall time"]
+    lines = [header]
+    for name, metrics, seconds in rows:
+        cells = [name]
+        for _, key in columns:
+            value = metrics.get(key)
+            cells.append("-" if value is None else f"{100 * value:.1f}")
+        cells.append("-" if seconds is None else f"{seconds:.0f} s")
+        lines.append(cells)
+    if markdown:
+        text = ["| " + " | ".join(row) + " |" for row in lines]
+        text.insert(1, "|" + "|".join(" --- " for _ in header) + "|")
+        return "\n".join(text)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
