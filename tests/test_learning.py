@@ -34,7 +34,6 @@ CASES = {
     "simclr": [],
     "pairwise": [],
     "triplet": [],
-    "triplet_labels": ["method.positives=labels"],
     "supervised": [],
 }
 
