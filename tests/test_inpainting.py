@@ -170,3 +170,30 @@ def test_presets_compose_and_block_mode_is_one_override():
     cfg = compose_config("train", ["experiment=inpainting_resnet18_fashion_mnist"])
     assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.seed) == (256, 10, 0)
     assert cfg.method.mask.mode == "patches"
+
+
+def test_hog_target_trains_on_cells_predicts_no_pixels_and_skips_the_pixel_evaluation():
+    method = _method(target="hog", hog_bins=6)
+    generator = torch.Generator().manual_seed(0)
+    images = nn.functional.interpolate(
+        torch.randn(8, 3, 4, 4, generator=generator), size=(16, 16), mode="bilinear"
+    )
+    mask = method.mask_generator(images)
+    prediction, _ = method.reconstruct(images, mask)
+    assert prediction.shape == (8, 6, 16, 16)
+    loss = method.reconstruction_loss(prediction, images, mask)
+    loss.backward()
+    assert loss.item() > 0 and all(p.grad is not None for p in method.backbone.parameters())
+    assert not method.reconstructs_pixels and _method().reconstructs_pixels
+    with pytest.raises(ValueError, match="predicts no pixels"):
+        method.inpaint(images, mask)
+    from sslkit.evaluation import model_measurements
+
+    assert model_measurements(method, None, Path("unused"), torch.device("cpu")) == {}
+
+
+def test_hog_target_refuses_norm_pix_and_unknown_targets():
+    with pytest.raises(ValueError, match="target must be one of"):
+        _method(target="edges")
+    with pytest.raises(ValueError, match="norm_pix=false"):
+        _method(target="hog", norm_pix=True)

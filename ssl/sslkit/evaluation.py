@@ -132,8 +132,8 @@ def model_measurements(
     model: nn.Module, datamodule: Any, output_dir: Path, device: torch.device
 ) -> dict[str, float]:
     """Measurements of what a model computes besides features (e.g. an inpainter's
-    reconstructions, with ``reconstructions.png`` in ``output_dir``)."""
-    if isinstance(model, Inpainter):
+    reconstructions, with ``reconstructions.png`` in ``output_dir``, when it predicts pixels)."""
+    if isinstance(model, Inpainter) and model.reconstructs_pixels:
         return evaluate_inpainting(model, datamodule, output_dir, device)
     return {}
 

@@ -29,6 +29,7 @@ class Inpainter(Protocol):
     """What the inpainting evaluation needs of a model."""
 
     num_reconstructions: int
+    reconstructs_pixels: bool
 
     def inpaint(self, images: Tensor, mask: Tensor) -> Tensor:
         """``images`` with the pixels where ``mask`` is 1 reconstructed (input space)."""

@@ -12,16 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.augment.masking import MaskGenerator
 from sslkit.losses import masked_mse
+from sslkit.losses.hog import hog
 from sslkit.losses.masked_mse import patch_statistics
 from sslkit.methods.base import SSLMethod, split_views
 from sslkit.models.backbones import Backbone
 from sslkit.models.decoder import ConvDecoder
 
 MASK_TOKENS = ("learned", "zero")
+TARGETS = ("pixels", "hog")
 
 
 class MaskToken(nn.Module):
@@ -54,6 +57,12 @@ class MaskedInpainting(SSLMethod):
         decoder_width: channels of the decoder's first stage (halved per upsampling stage).
         norm_pix: reconstruct per-patch normalised pixels (MAE), patches of
             ``mask.patch_size``.
+        target: what is reconstructed where the mask hides the image: ``pixels``, or ``hog``,
+            the histograms of oriented gradients of its ``mask.patch_size`` cells (MaskFeat,
+            Wei et al. 2022; :func:`sslkit.losses.hog.hog`). Pixels reward remembering colours,
+            gradients knowing where edges run: on the synthetic shapes, whose colours are
+            random, only ``hog`` makes the pooled features tell the shapes apart.
+        hog_bins: orientation bins of the ``hog`` target.
         eval_mask_seed: seed of the masks of the test-split evaluation, fixed so that runs are
             compared on the same holes.
         num_reconstructions: test images shown in ``reconstructions.png`` by the evaluation
@@ -69,6 +78,8 @@ class MaskedInpainting(SSLMethod):
         mask_token: str = "learned",
         decoder_width: int = 128,
         norm_pix: bool = False,
+        target: str = "pixels",
+        hog_bins: int = 9,
         eval_mask_seed: int = 0,
         num_reconstructions: int = 8,
         **kwargs: Any,
@@ -82,7 +93,20 @@ class MaskedInpainting(SSLMethod):
             raise ValueError(f"method.num_reconstructions must be >= 1, got {num_reconstructions}")
         self.mask_generator = mask if mask is not None else MaskGenerator()
         self.mask_token = MaskToken(backbone.in_channels, learned=mask_token == "learned")
-        self.decoder = ConvDecoder.for_backbone(backbone, width=decoder_width)
+        if target not in TARGETS:
+            raise ValueError(f"method.target must be one of {list(TARGETS)}, got {target!r}")
+        self.target = target
+        self.hog_bins = hog_bins
+        if target == "hog" and norm_pix:
+            raise ValueError(
+                "method.norm_pix normalises pixel targets; with method.target=hog the targets "
+                "are already normalised histograms: set method.norm_pix=false"
+            )
+        if hog_bins < 2:
+            raise ValueError(f"method.hog_bins must be >= 2, got {hog_bins}")
+        self.decoder = ConvDecoder.for_backbone(
+            backbone, width=decoder_width, out_channels=hog_bins if target == "hog" else None
+        )
         self.norm_pix = norm_pix
         self.eval_mask_seed = eval_mask_seed
         self.num_reconstructions = num_reconstructions
@@ -100,8 +124,21 @@ class MaskedInpainting(SSLMethod):
         prediction = self.decoder(feature_map, images.shape[-2:])
         return prediction, self.backbone.pool(feature_map)
 
+    @property
+    def reconstructs_pixels(self) -> bool:
+        """Whether the decoder predicts pixels (``target=pixels``), so images can be inpainted."""
+        return self.target == "pixels"
+
     def reconstruction_loss(self, prediction: Tensor, images: Tensor, mask: Tensor) -> Tensor:
-        """``masked_mse`` of the prediction on the hidden pixels, with this method's targets."""
+        """``masked_mse`` of the prediction on the hidden pixels, with this method's targets
+        (with ``target=hog``: per-pixel predictions and the mask averaged over each cell)."""
+        if self.target == "hog":
+            cell = self.mask_generator.patch_size
+            return masked_mse(
+                F.avg_pool2d(prediction, cell),
+                hog(images, cell, self.hog_bins),
+                F.avg_pool2d(mask, cell),
+            )
         return masked_mse(
             prediction,
             images,
@@ -128,6 +165,8 @@ class MaskedInpainting(SSLMethod):
         with the statistics of the true patches, as MAE's visualisations do, so the result then
         borrows each hidden patch's mean and spread from the original.
         """
+        if not self.reconstructs_pixels:
+            raise ValueError(f"method.target={self.target} predicts no pixels: nothing to inpaint")
         prediction, _ = self.reconstruct(images, mask)
         if self.norm_pix:
             mean, std = patch_statistics(images, self.mask_generator.patch_size)

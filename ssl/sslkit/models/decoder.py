@@ -57,9 +57,13 @@ class ConvDecoder(nn.Module):
         self.head = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
 
     @classmethod
-    def for_backbone(cls, backbone: Backbone, width: int) -> ConvDecoder:
-        """A decoder that turns ``backbone``'s feature map back into its input images."""
-        return cls(backbone.feature_dim, backbone.in_channels, backbone.output_stride, width)
+    def for_backbone(
+        cls, backbone: Backbone, width: int, out_channels: int | None = None
+    ) -> ConvDecoder:
+        """A decoder from ``backbone``'s feature map to its input's resolution, with
+        ``out_channels`` per pixel (default: the input's channels, i.e. images)."""
+        channels = backbone.in_channels if out_channels is None else out_channels
+        return cls(backbone.feature_dim, channels, backbone.output_stride, width)
 
     def forward(self, feature_map: Tensor, size: tuple[int, int]) -> Tensor:
         """Decode ``feature_map`` into images of spatial ``size`` ``(H, W)``."""
