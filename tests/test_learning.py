@@ -34,6 +34,7 @@ CASES = {
     "simclr": [],
     "pairwise": [],
     "triplet": [],
+    "inpainting": ["trainer.max_epochs=16"],  # starts slowly: 256 steps
     "supervised": [],
 }
 
