@@ -235,6 +235,11 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
         {"exclude": (*_VIEW_ARGS, "rr_degrees"), "partial": True, "shared": _VIEW},
     ),
     "augment_none_schema": ("sslkit.augment.no_views", {"exclude": _VIEW_ARGS, "partial": True}),
+    # Clip views: an image recipe (``views``, a partial) applied per clip of a video.
+    "augment_clips_schema": (
+        "sslkit.augment.clip_views",
+        {"exclude": (*_VIEW_ARGS, "frames", "stride"), "partial": True},
+    ),
     "schedule_warmup_cosine_schema": (
         "sslkit.optim.warmup_cosine",
         {"exclude": _SCHEDULE_ARGS, "partial": True},
@@ -265,6 +270,9 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     "source_cifar_schema": ("sslkit.data.CIFAR10", {}),
     "source_stl10_schema": ("sslkit.data.STL10", {}),
     "source_imagefolder_schema": ("sslkit.data.ImageFolder", {}),
+    "source_synthetic_video_schema": ("sslkit.data.SyntheticClips", {}),
+    "source_videofolder_schema": ("sslkit.data.VideoFolder", {}),
+    "data_video_schema": ("sslkit.data.VideoDataModule", {"exclude": ("augment",)}),
 }
 
 DataSchema = schema_of("sslkit.data.SSLDataModule", name="DataSchema", exclude=("augment",))

@@ -2,6 +2,7 @@
 masks that methods draw on device."""
 
 from sslkit.augment.batched import ViewSpec
+from sslkit.augment.clips import ClipViews, clip_views
 from sslkit.augment.masking import MaskGenerator
 from sslkit.augment.views import (
     BACKENDS,
@@ -19,6 +20,7 @@ from sslkit.augment.views import (
 
 __all__ = [
     "BACKENDS",
+    "ClipViews",
     "ConvertMode",
     "ImageTransform",
     "MaskGenerator",
@@ -27,6 +29,7 @@ __all__ = [
     "ViewTransform",
     "Views",
     "byol_views",
+    "clip_views",
     "eval_transform",
     "image_mode",
     "no_views",

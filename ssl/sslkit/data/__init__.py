@@ -11,9 +11,12 @@ from sslkit.data.sources.base import (
 )
 from sslkit.data.sources.fashion_mnist import FashionMNIST, read_idx
 from sslkit.data.sources.folder import FolderDataset, ImageFolder
+from sslkit.data.sources.video_folder import VideoFiles, VideoFolder, read_video
 from sslkit.data.sources.torchvision_datasets import CIFAR10, CIFAR100, STL10
 from sslkit.data.subsets import stratified_split
 from sslkit.data.synthetic import SHAPE_NAMES, SyntheticShapes
+from sslkit.data.synthetic_video import MOTIONS, SyntheticClips
+from sslkit.data.video import VideoArray, VideoDataModule
 
 __all__ = [
     "CIFAR10",
@@ -29,10 +32,17 @@ __all__ = [
     "FolderDataset",
     "ImageFolder",
     "LabelledDataset",
+    "MOTIONS",
     "SSLDataModule",
+    "SyntheticClips",
     "SyntheticShapes",
     "TransformedDataset",
+    "VideoArray",
+    "VideoDataModule",
+    "VideoFiles",
+    "VideoFolder",
     "class_counts",
     "read_idx",
+    "read_video",
     "stratified_split",
 ]

@@ -88,9 +88,9 @@ class TensorImages(Dataset):
         self.targets = targets
         self.scale: tuple[Tensor, Tensor] | None = None
         if mean is not None and std is not None:
-            channels = images.shape[1]
-            mean_t = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
-            std_t = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
+            shape = (1, images.shape[1], *[1] * (images.ndim - 2))  # also (N, C, T, H, W)
+            mean_t = torch.tensor(mean, dtype=torch.float32).view(shape)
+            std_t = torch.tensor(std, dtype=torch.float32).view(shape)
             # (x / 255 - mean) / std as one multiply-add.
             self.scale = (1 / (255 * std_t), -mean_t / std_t)
 
@@ -329,15 +329,19 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
     def _in_memory(self, split: str) -> tuple[Tensor, Tensor] | None:
         return tensor_images(self.dataset(split), self.image_size)
 
+    def check_train_size(self, size: int) -> None:
+        """Refuses a train split smaller than one batch when incomplete batches are dropped."""
+        if self.drop_last and size < self.batch_size:
+            raise ValueError(
+                f"The {self.name} train split has {size} images, fewer than "
+                f"data.batch_size={self.batch_size}, so drop_last would leave no batch. Set "
+                f"data.batch_size to at most {size} or data.drop_last=false."
+            )
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled pretraining batches ``(views, labels)``; label -1 marks unlabelled images."""
         train = self.dataset("train")
-        if self.drop_last and len(train) < self.batch_size:
-            raise ValueError(
-                f"The {self.name} train split has {len(train)} images, fewer than "
-                f"data.batch_size={self.batch_size}, so drop_last would leave no batch. Set "
-                f"data.batch_size to at most {len(train)} or data.drop_last=false."
-            )
+        self.check_train_size(len(train))
         views = self.augment(
             image_size=self.image_size, mean=self.mean, std=self.std, in_channels=self.in_channels
         )
