@@ -11,8 +11,8 @@ from sslkit.data.sources.base import (
 )
 from sslkit.data.sources.fashion_mnist import FashionMNIST, read_idx
 from sslkit.data.sources.folder import FolderDataset, ImageFolder
-from sslkit.data.sources.video_folder import VideoFiles, VideoFolder, read_video
 from sslkit.data.sources.torchvision_datasets import CIFAR10, CIFAR100, STL10
+from sslkit.data.sources.video_folder import VideoFiles, VideoFolder, read_video
 from sslkit.data.subsets import stratified_split
 from sslkit.data.synthetic import SHAPE_NAMES, SyntheticShapes
 from sslkit.data.synthetic_video import MOTIONS, SyntheticClips
