@@ -8,6 +8,7 @@ from sslkit.data.sources.base import (
     DatasetNotFoundError,
     DatasetSource,
     LabelledDataset,
+    TensorArrayDataset,
 )
 from sslkit.data.sources.fashion_mnist import FashionMNIST, read_idx
 from sslkit.data.sources.folder import FolderDataset, ImageFolder
@@ -31,6 +32,7 @@ __all__ = [
     "LabelledDataset",
     "SSLDataModule",
     "SyntheticShapes",
+    "TensorArrayDataset",
     "TransformedDataset",
     "class_counts",
     "read_idx",
