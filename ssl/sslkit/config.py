@@ -207,6 +207,8 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     "mask_schema": ("sslkit.augment.MaskGenerator", {}),
     "backbone_convnet_schema": ("sslkit.models.ConvNet", {"exclude": ("in_channels",)}),
     "backbone_resnet_schema": ("sslkit.models.ResNet", {"exclude": ("in_channels",)}),
+    "backbone_conv3d_schema": ("sslkit.models.ConvNet3d", {"exclude": ("in_channels",)}),
+    "backbone_video_resnet_schema": ("sslkit.models.VideoResNet", {"exclude": ("in_channels",)}),
     "augment_simclr_schema": (
         "sslkit.augment.simclr_views",
         {"exclude": (*_VIEW_ARGS, "sigmas", "solarization"), "partial": True, "shared": _VIEW},

@@ -8,6 +8,7 @@ from sslkit.data.sources.base import (
     DatasetNotFoundError,
     DatasetSource,
     LabelledDataset,
+    TensorArrayDataset,
 )
 from sslkit.data.sources.fashion_mnist import FashionMNIST, read_idx
 from sslkit.data.sources.folder import FolderDataset, ImageFolder
@@ -16,7 +17,7 @@ from sslkit.data.sources.video_folder import VideoFiles, VideoFolder, read_video
 from sslkit.data.subsets import stratified_split
 from sslkit.data.synthetic import SHAPE_NAMES, SyntheticShapes
 from sslkit.data.synthetic_video import MOTIONS, SyntheticClips
-from sslkit.data.video import VideoArray, VideoDataModule
+from sslkit.data.video import VideoDataModule
 
 __all__ = [
     "CIFAR10",
@@ -36,8 +37,8 @@ __all__ = [
     "SSLDataModule",
     "SyntheticClips",
     "SyntheticShapes",
+    "TensorArrayDataset",
     "TransformedDataset",
-    "VideoArray",
     "VideoDataModule",
     "VideoFiles",
     "VideoFolder",

@@ -19,9 +19,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from sslkit.data.sources.base import DatasetSource, check_split
+from sslkit.data.sources.base import DatasetSource, TensorArrayDataset, check_split
 from sslkit.data.synthetic import NOISE_STD, SHAPES, _sample_colours, _shape_mask
-from sslkit.data.video import VideoArray
 
 MOTIONS = ("horizontal", "vertical", "diagonal", "rotation", "scaling")
 #: Shapes whose rotation is visible (no circle or ring) and that differ from each other.
@@ -147,9 +146,9 @@ class SyntheticClips(DatasetSource):
         self.shapes = list(shapes)
         self.seed = int(seed)
         self.class_names = list(MOTIONS[: self.num_classes])
-        self._splits: dict[str, VideoArray] = {}
+        self._splits: dict[str, TensorArrayDataset] = {}
 
-    def build(self, split: str) -> VideoArray:
+    def build(self, split: str) -> TensorArrayDataset:
         check_split(split)
         if split not in self._splits:
             size = self.num_train if split == "train" else self.num_test
@@ -162,16 +161,15 @@ class SyntheticClips(DatasetSource):
                 shapes=self.shapes,
                 rng=rng,
             )
-            self._splits[split] = VideoArray(torch.from_numpy(videos), labels.tolist())
+            self._splits[split] = TensorArrayDataset(videos, labels.tolist())
         return self._splits[split]
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        videos = self.build("train").videos
+        videos = torch.from_numpy(self.build("train").samples)
         pixels = videos.transpose(0, 1).reshape(3, -1).double() / 255
-        return tuple(pixels.mean(1).round(decimals=4).tolist()), tuple(
-            pixels.std(1).round(decimals=4).tolist()
-        )
+        mean, std = pixels.mean(dim=1), pixels.std(dim=1)
+        return tuple(mean.round(decimals=4).tolist()), tuple(std.round(decimals=4).tolist())
 
     @property
     def mean(self) -> tuple[float, ...]:

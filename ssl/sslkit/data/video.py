@@ -3,7 +3,7 @@ batch on the training device, and fixed clips for evaluation.
 
 A video source (:class:`~sslkit.data.SyntheticClips`, :class:`~sslkit.data.VideoFolder`) gives
 videos of ``source.num_frames`` frames as ``(C, F, H, W)`` uint8 items, held in memory
-(:class:`VideoArray`, a batch is one gather) or decoded per item in DataLoader workers.
+(:class:`~sslkit.data.TensorArrayDataset`, a batch is one gather) or decoded per item in DataLoader workers.
 Pretraining batches are uint8 ``(B, C, F, H, W)`` that the clip views
 (:class:`~sslkit.augment.clips.ClipViews`) turn into ``(B, C, frames, S, S)`` views once on
 the device; evaluation batches are the un-augmented centre clip of each video, or (for the
@@ -21,27 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from sslkit.augment.clips import check_clip, clip_frames, clip_starts
 from sslkit.data.datamodule import SSLDataModule, SubsetDataset, TensorImages
-
-
-class VideoArray:
-    """Videos of one split as a ``(N, C, F, H, W)`` uint8 tensor and their class ids."""
-
-    def __init__(self, videos: Tensor, targets: Sequence[int]) -> None:
-        if videos.dtype != torch.uint8 or videos.ndim != 5:
-            raise ValueError(
-                f"videos must be a (N, C, F, H, W) uint8 tensor, got {videos.dtype} "
-                f"{tuple(videos.shape)}."
-            )
-        if len(videos) != len(targets):
-            raise ValueError(f"{len(videos)} videos but {len(targets)} labels.")
-        self.videos = videos
-        self.targets = [int(t) for t in targets]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self.videos[index], self.targets[index]
 
 
 class ClipsOf(Dataset):
@@ -102,19 +81,6 @@ class VideoDataModule(SSLDataModule):
     def setup(self, stage: str | None = None) -> None:
         check_clip(self.frames, self.stride, self.num_frames)
         super().setup(stage)
-
-    def _in_memory(self, split: str) -> tuple[Tensor, Tensor] | None:
-        """``(N, C, F, H, W)`` uint8 videos and targets of an in-memory split, else None."""
-        dataset, indices = self.dataset(split), None
-        if isinstance(dataset, SubsetDataset):
-            dataset, indices = dataset.dataset, dataset.indices
-        if not isinstance(dataset, VideoArray):
-            return None
-        videos, targets = dataset.videos, torch.as_tensor(dataset.targets)
-        if indices is not None:
-            index = torch.as_tensor(indices, dtype=torch.long)
-            videos, targets = videos[index], targets[index]
-        return videos, targets
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled ``(views, labels)``: uint8 video batches, turned into clip views on the

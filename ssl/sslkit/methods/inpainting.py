@@ -40,7 +40,8 @@ class MaskToken(nn.Module):
 
     def forward(self, images: Tensor, mask: Tensor) -> Tensor:
         """``images`` with the pixels where ``mask`` is 1 replaced by the mask value."""
-        return images * (1 - mask) + self.value.view(1, -1, 1, 1) * mask
+        value = self.value.view(1, -1, *[1] * (images.ndim - 2))
+        return images * (1 - mask) + value * mask
 
 
 class MaskedInpainting(SSLMethod):
@@ -97,7 +98,7 @@ class MaskedInpainting(SSLMethod):
     def reconstruct(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder output for ``images`` with ``mask`` hidden, and the pooled features it saw."""
         feature_map = self.backbone.forward_spatial(self.mask_token(images, mask))
-        prediction = self.decoder(feature_map, images.shape[-2:])
+        prediction = self.decoder(feature_map, images.shape[2:])
         return prediction, self.backbone.pool(feature_map)
 
     def reconstruction_loss(self, prediction: Tensor, images: Tensor, mask: Tensor) -> Tensor:
