@@ -121,6 +121,7 @@ def schema_of(
     include: Sequence[str] | None = None,
     partial: bool = False,
     shared: str | None = None,
+    bases: Sequence[str | type] = (),
 ) -> type:
     """A structured config of ``target``'s keyword parameters, with its own defaults.
 
@@ -136,6 +137,8 @@ def schema_of(
         partial: Add ``_partial_: true`` (a factory completed at run time).
         shared: The function ``target``'s ``**kwargs`` go to; its optional parameters join the
             schema (e.g. the view keys every recipe shares, :func:`~sslkit.augment.views.view_spec`).
+        bases: Schemas (or their dotted paths) it extends, for a field typed by one of them
+            (``data`` is a :class:`DataSchema`, so a DataModule subclass's schema extends it).
     """
     path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
     obj = get_object(target) if isinstance(target, str) else target
@@ -174,7 +177,8 @@ def schema_of(
         else:
             value = dataclasses.field(default=default)
         fields.append((parameter.name, kind, value))
-    schema = dataclasses.make_dataclass(name or f"{obj.__name__}Schema", fields)
+    parents = tuple(get_object(base) if isinstance(base, str) else base for base in bases)
+    schema = dataclasses.make_dataclass(name or f"{obj.__name__}Schema", fields, bases=parents)
     # Importable as sslkit.config.<name>, so that a config pickled into another process (a
     # submitit job) refers to it by name.
     schema.__module__ = __name__
@@ -274,7 +278,10 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     "source_imagefolder_schema": ("sslkit.data.ImageFolder", {}),
     "source_synthetic_video_schema": ("sslkit.data.SyntheticClips", {}),
     "source_videofolder_schema": ("sslkit.data.VideoFolder", {}),
-    "data_video_schema": ("sslkit.data.VideoDataModule", {"exclude": ("augment",)}),
+    "data_video_schema": (
+        "sslkit.data.VideoDataModule",
+        {"exclude": ("augment",), "bases": ("sslkit.config.DataSchema",)},
+    ),
 }
 
 DataSchema = schema_of("sslkit.data.SSLDataModule", name="DataSchema", exclude=("augment",))

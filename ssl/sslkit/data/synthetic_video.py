@@ -4,7 +4,8 @@ The label is the kind of motion, which no single frame shows: ``horizontal``, ``
 ``diagonal`` translation (bouncing off the borders, either way along the axis), ``rotation``
 (either sense, in place) and ``scaling`` (in place, growing and shrinking). Shape, colours,
 start position, orientation, size, speed and phase are nuisances drawn per video, and every
-class puts shapes of the same sizes anywhere in the frame. The classes are chosen to survive
+class draws the size, position and orientation of the shape in any one frame from the same
+distribution, so a single frame says nothing about the class. The classes are chosen to survive
 the clip views: a horizontal flip turns left into right, clockwise into counter-clockwise and
 one diagonal into the other, and a later clip of the same video moves along the same axis, so
 flips and temporal offsets keep the class (vertical flips and rotations would not keep
@@ -74,8 +75,11 @@ def render_motions(
     low, high = reach[:, None, None], size - reach[:, None, None]
     centre = _bounce(start[:, None] + t[None, :, None] * step[:, None], low, high)
     angle = angle0[:, None] + np.where(motion == "rotation", turn, 0.0)[:, None] * t
-    pulse = SCALE_AMPLITUDE * np.sin(2 * np.pi * t / period[:, None] + phase[:, None])
-    radius = base[:, None] * (1 + np.where(motion == "scaling", 1.0, 0.0)[:, None] * pulse)
+    # Every class draws its radius from the same distribution in any one frame: the scaling
+    # class moves along the pulse, the others keep the value of one random point of it.
+    scaling = (motion == "scaling")[:, None]
+    pulse = np.sin(2 * np.pi * np.where(scaling, t, 0.0) / period[:, None] + phase[:, None])
+    radius = base[:, None] * (1 + SCALE_AMPLITUDE * pulse)
 
     coords = (np.arange(size) + 0.5) / size - 0.5
     ys, xs = np.meshgrid(coords, coords, indexing="ij")
