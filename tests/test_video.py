@@ -29,7 +29,7 @@ def test_synthetic_clips_are_deterministic_balanced_videos() -> None:
     assert first.samples.shape == (100, 3, 8, 16, 16) and first.samples.dtype == np.uint8
     assert np.array_equal(first.samples, again.samples) and first.targets == again.targets
     assert not np.array_equal(first.samples, other.samples)
-    assert np.bincount(first.targets).tolist() == [20] * len(MOTIONS)
+    assert np.bincount(first.targets).tolist() == [100 // len(MOTIONS)] * len(MOTIONS)
     # The shapes move: consecutive frames differ by more than the pixel noise.
     assert np.abs(np.diff(first.samples.astype(float), axis=2)).mean() > 3
 
@@ -45,7 +45,7 @@ def _probe_accuracy(train: np.ndarray, train_y, test: np.ndarray, test_y) -> flo
 
 
 def test_one_frame_does_not_tell_the_motion_but_two_do() -> None:
-    """A linear probe on the pixels of one frame stays near chance (1/5); on the difference of
+    """A linear probe on the pixels of one frame stays near chance (1/4); on the difference of
     two frames a few apart it does better, so the class lives in the motion (the raw difference
     is a weak motion cue for a linear probe, hence the modest margin)."""
     source = SyntheticClips(num_train=1000, num_test=500, image_size=16, num_frames=8)
@@ -61,8 +61,8 @@ def test_one_frame_does_not_tell_the_motion_but_two_do() -> None:
         np.abs(frame(test, 6) - frame(test, 2)),
         test.targets,
     )
-    assert one < 0.3, one
-    assert moved > one + 0.05, (one, moved)  # measured: 0.198 and 0.276
+    assert one < 0.33, one
+    assert moved > one + 0.05, (one, moved)  # measured: 0.274 and 0.368
 
 
 def _views(**overrides):

@@ -1,15 +1,16 @@
 """Moving shapes: a labelled video dataset generated on the fly, for demos and tests.
 
-The label is the kind of motion, which no single frame shows: ``horizontal``, ``vertical`` and
-``diagonal`` translation (bouncing off the borders, either way along the axis), ``rotation``
-(either sense, in place) and ``scaling`` (in place, growing and shrinking). Shape, colours,
-start position, orientation, size, speed and phase are nuisances drawn per video, and every
-class draws the size, position and orientation of the shape in any one frame from the same
-distribution, so a single frame says nothing about the class. The classes are chosen to survive
-the clip views: a horizontal flip turns left into right, clockwise into counter-clockwise and
-one diagonal into the other, and a later clip of the same video moves along the same axis, so
-flips and temporal offsets keep the class (vertical flips and rotations would not keep
-horizontal vs vertical, so the clip views leave them off).
+The label is the kind of motion, which no single frame shows: ``translation`` (a straight line
+in any direction, bouncing off the borders), ``rotation`` (in place, either sense), ``scaling``
+(in place, growing and shrinking) and ``orbit`` (a circle around a point, either sense, without
+turning). Shape, colours, position, orientation, size, direction, speed and phase are nuisances
+drawn per video, and every class draws the size, position and orientation of the shape in any
+one frame from about the same distribution, so a single frame says next to nothing about the
+class. The classes survive every clip view: flips and rotations of a whole clip turn a
+translation into another translation, a clockwise turn or orbit into a counter-clockwise one,
+and a later clip of the same video moves the same way. So the views may rotate clips, which
+takes the orientation of the shape and the direction of motion away as instance cues that the
+two clips of a video would otherwise share.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ import torch
 from sslkit.data.sources.base import DatasetSource, TensorArrayDataset, check_split
 from sslkit.data.synthetic import NOISE_STD, SHAPES, _sample_colours, _shape_mask
 
-MOTIONS = ("horizontal", "vertical", "diagonal", "rotation", "scaling")
+MOTIONS = ("translation", "rotation", "scaling", "orbit")
 #: Shapes whose rotation is visible (no circle or ring) and that differ from each other.
 CLIP_SHAPES = ("triangle", "arrow", "l_shape", "t_shape")
-MIN_RADIUS, MAX_RADIUS = 0.2, 0.3  # of the frame side
-SPEED = (0.045, 0.09)  # translation per frame, of the frame side
-TURN = (10.0, 22.0)  # rotation per frame, degrees
-SCALE_PERIOD = (8.0, 16.0)  # frames per grow-and-shrink cycle
-SCALE_AMPLITUDE = 0.35  # of the mean radius
+MIN_RADIUS, MAX_RADIUS = 0.18, 0.25  # of the frame side
+SPEED = (0.06, 0.1)  # translation per frame, of the frame side
+TURN = (12.0, 24.0)  # rotation per frame, degrees
+SCALE_PERIOD = (8.0, 14.0)  # frames per grow-and-shrink cycle
+SCALE_AMPLITUDE = 0.3  # of the mean radius
+ORBIT_RADIUS = (0.06, 0.12)  # of the frame side
+ORBIT_TURN = (20.0, 35.0)  # degrees along the orbit per frame
 
 
 def _bounce(position: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -55,25 +58,32 @@ def render_motions(
     fg, bg0, bg1 = _sample_colours(rng, n)
     base = rng.uniform(MIN_RADIUS, MAX_RADIUS, n) * size
     reach = base * (1 + SCALE_AMPLITUDE)  # no shape ever leaves the frame
+    orbit = rng.uniform(*ORBIT_RADIUS, n) * size
     start = reach[:, None] + rng.uniform(0, 1, (n, 2)) * (size - 2 * reach[:, None])
-    speed = rng.uniform(*SPEED, n) * size * rng.choice([-1.0, 1.0], n)
-    turn = np.deg2rad(rng.uniform(*TURN, n)) * rng.choice([-1.0, 1.0], n)
+    heading = rng.uniform(0, 2 * np.pi, n)
+    speed = rng.uniform(*SPEED, n) * size
+    sense = rng.choice([-1.0, 1.0], n)
+    turn = np.deg2rad(rng.uniform(*TURN, n)) * sense
+    orbit_turn = np.deg2rad(rng.uniform(*ORBIT_TURN, n)) * sense
     period = rng.uniform(*SCALE_PERIOD, n)
     phase = rng.uniform(0, 2 * np.pi, n)
     angle0 = rng.uniform(0, 2 * np.pi, n)
-    diagonal_sign = rng.choice([-1.0, 1.0], n)
     gradient = rng.uniform(0, 2 * np.pi, n)
     t = np.arange(frames, dtype=np.float64)
 
     motion = np.asarray(MOTIONS)[np.asarray(labels)]
-    step = np.zeros((n, 2))
-    step[motion == "horizontal", 0] = speed[motion == "horizontal"]
-    step[motion == "vertical", 1] = speed[motion == "vertical"]
-    diag = motion == "diagonal"
-    step[diag, 0] = speed[diag] / np.sqrt(2)
-    step[diag, 1] = diagonal_sign[diag] * speed[diag] / np.sqrt(2)
+    moving = (motion == "translation")[:, None, None]
+    step = np.where(moving[:, 0], np.stack([np.cos(heading), np.sin(heading)], 1), 0.0)
     low, high = reach[:, None, None], size - reach[:, None, None]
-    centre = _bounce(start[:, None] + t[None, :, None] * step[:, None], low, high)
+    centre = _bounce(
+        start[:, None] + t[None, :, None] * (speed[:, None] * step)[:, None], low, high
+    )
+    # An orbit's centre keeps the whole circle inside the frame.
+    circling = (motion == "orbit")[:, None]
+    around = np.clip(start, reach[:, None] + orbit[:, None], size - reach[:, None] - orbit[:, None])
+    along = phase[:, None] + orbit_turn[:, None] * t
+    ring = np.stack([np.cos(along), np.sin(along)], axis=-1) * orbit[:, None, None]
+    centre = np.where(circling[..., None], around[:, None] + ring, centre)
     angle = angle0[:, None] + np.where(motion == "rotation", turn, 0.0)[:, None] * t
     # Every class draws its radius from the same distribution in any one frame: the scaling
     # class moves along the pulse, the others keep the value of one random point of it.
@@ -94,8 +104,8 @@ def render_motions(
             ).astype(np.float32)[..., None]
             / 255
         )
-        along = np.cos(gradient[i]) * xs + np.sin(gradient[i]) * ys
-        mix = np.clip(along / np.sqrt(0.5) / 2 + 0.5, 0, 1)[..., None]
+        slope = np.cos(gradient[i]) * xs + np.sin(gradient[i]) * ys
+        mix = np.clip(slope / np.sqrt(0.5) / 2 + 0.5, 0, 1)[..., None]
         background = bg0[i] * (1 - mix) + bg1[i] * mix
         noisy = background + rng.normal(0, NOISE_STD, (frames, size, size, 3))
         video = noisy * (1 - alpha) + fg[i] * alpha
