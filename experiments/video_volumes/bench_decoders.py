@@ -43,7 +43,6 @@ def decode_pyav(path: Path) -> np.ndarray:
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
 
 
@@ -58,7 +57,7 @@ def measure(name: str, decode, paths: list[Path], repeats: int) -> None:
     try:
         frames = decode(paths[0]).shape[0]
     except Exception as exc:  # noqa: BLE001 - any failure to load or open is the finding
-        print(f"{name:>10}: unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        print(f"{name:>10}: unavailable: {type(exc).__name__}: {str(exc).strip()[:300]}")
         return
     start = time.perf_counter()
     total = 0
