@@ -193,6 +193,7 @@ _VIEW_ARGS = ("image_size", "mean", "std", "in_channels", "suffix")
 _SCHEDULE_ARGS = ("optimizer", "total_steps", "steps_per_epoch")
 #: Where the view factories' ``**shared`` keys go.
 _VIEW = "sslkit.augment.views.view_spec"
+_VOLUME_VIEW = "sslkit.augment.volumes.volume_view_spec"
 
 #: Schemas of the config group options, derived from what each instantiates. An option file
 #: merges its schema first (``defaults: [/<name>@_here_, _self_]``) and sets only what differs.
@@ -236,6 +237,14 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
         "sslkit.augment.byol_views",
         {"exclude": (*_VIEW_ARGS, "rr_degrees"), "partial": True, "shared": _VIEW},
     ),
+    "augment_volumes_schema": (
+        "sslkit.augment.simclr_volume_views",
+        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
+    ),
+    "augment_byol_volumes_schema": (
+        "sslkit.augment.byol_volume_views",
+        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
+    ),
     "augment_none_schema": ("sslkit.augment.no_views", {"exclude": _VIEW_ARGS, "partial": True}),
     "schedule_warmup_cosine_schema": (
         "sslkit.optim.warmup_cosine",
@@ -267,6 +276,8 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     "source_cifar_schema": ("sslkit.data.CIFAR10", {}),
     "source_stl10_schema": ("sslkit.data.STL10", {}),
     "source_imagefolder_schema": ("sslkit.data.ImageFolder", {}),
+    "source_synthetic_volumes_schema": ("sslkit.data.SyntheticVolumes", {}),
+    "source_volume_folder_schema": ("sslkit.data.VolumeFolder", {}),
 }
 
 DataSchema = schema_of("sslkit.data.SSLDataModule", name="DataSchema", exclude=("augment",))

@@ -80,12 +80,16 @@ class FolderDataset(Dataset):
         return image, label_of(self.targets, index)
 
 
-def class_files(root: Path) -> dict[str, list[Path]]:
-    """Image files per class folder (torchvision's ``find_classes``, hidden folders left out)."""
+def class_files(
+    root: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, kind: str = "image"
+) -> dict[str, list[Path]]:
+    """Files per class folder whose name ends with one of ``extensions`` (torchvision's
+    ``find_classes``, hidden folders left out); ``kind`` names the files in messages."""
+    example = f"DIR/<class>/<{kind}>{extensions[0]}"
     if not root.is_dir():
         raise DatasetNotFoundError(
-            f"Image folder {root.resolve()} does not exist. Set data.source.root=DIR to a folder "
-            "with one sub-folder of images per class (DIR/<class>/<image>.png)."
+            f"{kind.capitalize()} folder {root.resolve()} does not exist. Set data.source.root=DIR "
+            f"to a folder with one sub-folder of {kind}s per class ({example})."
         )
     try:
         names = [name for name in find_classes(str(root))[0] if not name.startswith(".")]
@@ -95,14 +99,16 @@ def class_files(root: Path) -> dict[str, list[Path]]:
         name: sorted(
             p
             for p in (root / name).rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            if p.name.lower().endswith(tuple(extensions))
+            and not p.name.startswith(".")
+            and p.is_file()
         )
         for name in names
     }
     if not any(classes.values()):
         raise DatasetNotFoundError(
-            f"No images found in class sub-folders of {root.resolve()} (extensions: "
-            f"{', '.join(IMAGE_EXTENSIONS)}). The expected layout is DIR/<class>/<image>.png."
+            f"No {kind}s found in class sub-folders of {root.resolve()} (extensions: "
+            f"{', '.join(extensions)}). The expected layout is {example}."
         )
     return classes
 
