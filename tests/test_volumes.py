@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from sslkit.augment import simclr_views
 from sslkit.augment.volumes import (
     ROTATIONS,
     gaussian_blur_3d,
@@ -115,6 +116,12 @@ def test_gaussian_blur_3d_keeps_sigma_zero_volumes_and_the_mean():
     spread = gaussian_blur_3d(point, torch.tensor([1.0]))
     assert spread.sum() == pytest.approx(1.0, abs=1e-4)
     assert torch.allclose(spread, spread.permute(0, 1, 3, 4, 2), atol=1e-6)  # isotropic
+
+
+def test_image_views_refuse_volumes_and_name_the_volume_recipe():
+    views = simclr_views(image_size=8, mean=[0.5], std=[0.25], in_channels=1)
+    with pytest.raises(ValueError, match="augment=volumes"):
+        views.batch(torch.zeros(2, 1, 8, 8, 8, dtype=torch.uint8))
 
 
 def test_image_batches_are_refused_by_volume_views():

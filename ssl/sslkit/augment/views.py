@@ -195,7 +195,8 @@ class Views:
         per image, drawn from ``generator`` (default: torch's global CPU generator)."""
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
-                f"expected a (B, {self.in_channels}, H, W) batch, got {tuple(images.shape)}."
+                f"expected a (B, {self.in_channels}, H, W) batch, got {tuple(images.shape)}; "
+                "volumes (B, C, D, H, W) need a volume recipe such as augment=volumes."
             )
         n, _, height, width = images.shape
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
