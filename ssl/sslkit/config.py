@@ -197,6 +197,7 @@ _VIEW_ARGS = ("image_size", "mean", "std", "in_channels", "suffix")
 _SCHEDULE_ARGS = ("optimizer", "total_steps", "steps_per_epoch")
 #: Where the view factories' ``**shared`` keys go.
 _VIEW = "sslkit.augment.views.view_spec"
+_VOLUME_VIEW = "sslkit.augment.volumes.volume_view_spec"
 
 #: Schemas of the config group options, derived from what each instantiates. An option file
 #: merges its schema first (``defaults: [/<name>@_here_, _self_]``) and sets only what differs.
@@ -240,6 +241,14 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
         "sslkit.augment.byol_views",
         {"exclude": (*_VIEW_ARGS, "rr_degrees"), "partial": True, "shared": _VIEW},
     ),
+    "augment_volumes_schema": (
+        "sslkit.augment.simclr_volume_views",
+        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
+    ),
+    "augment_byol_volumes_schema": (
+        "sslkit.augment.byol_volume_views",
+        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
+    ),
     "augment_none_schema": ("sslkit.augment.no_views", {"exclude": _VIEW_ARGS, "partial": True}),
     # Clip views: an image recipe (``views``, a partial) applied per clip of a video.
     "augment_clips_schema": (
@@ -282,6 +291,8 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
         "sslkit.data.VideoDataModule",
         {"exclude": ("augment",), "bases": ("sslkit.config.DataSchema",)},
     ),
+    "source_synthetic_volumes_schema": ("sslkit.data.SyntheticVolumes", {}),
+    "source_volume_folder_schema": ("sslkit.data.VolumeFolder", {}),
 }
 
 DataSchema = schema_of("sslkit.data.SSLDataModule", name="DataSchema", exclude=("augment",))

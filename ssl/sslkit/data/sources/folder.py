@@ -80,13 +80,16 @@ class FolderDataset(Dataset):
         return image, label_of(self.targets, index)
 
 
-def class_files(root: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dict[str, list[Path]]:
-    """Files with ``extensions`` per class folder (torchvision's ``find_classes``, hidden
-    folders left out)."""
+def class_files(
+    root: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, kind: str = "image"
+) -> dict[str, list[Path]]:
+    """Files per class folder whose name ends with one of ``extensions`` (torchvision's
+    ``find_classes``, hidden folders left out); ``kind`` names the files in messages."""
+    example = f"DIR/<class>/<{kind}>{extensions[0]}"
     if not root.is_dir():
         raise DatasetNotFoundError(
-            f"Image folder {root.resolve()} does not exist. Set data.source.root=DIR to a folder "
-            "with one sub-folder of images per class (DIR/<class>/<image>.png)."
+            f"{kind.capitalize()} folder {root.resolve()} does not exist. Set data.source.root=DIR "
+            f"to a folder with one sub-folder of {kind}s per class ({example})."
         )
     try:
         names = [name for name in find_classes(str(root))[0] if not name.startswith(".")]
@@ -96,14 +99,16 @@ def class_files(root: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dic
         name: sorted(
             p
             for p in (root / name).rglob("*")
-            if p.suffix.lower() in extensions and not p.name.startswith(".") and p.is_file()
+            if p.name.lower().endswith(tuple(extensions))
+            and not p.name.startswith(".")
+            and p.is_file()
         )
         for name in names
     }
     if not any(classes.values()):
         raise DatasetNotFoundError(
-            f"No files found in class sub-folders of {root.resolve()} (extensions: "
-            f"{', '.join(extensions)}). The expected layout is DIR/<class>/<file>{extensions[0]}."
+            f"No {kind}s found in class sub-folders of {root.resolve()} (extensions: "
+            f"{', '.join(extensions)}). The expected layout is {example}."
         )
     return classes
 
@@ -160,8 +165,9 @@ class ImageFolder(DatasetSource):
     """
 
     in_channels = 3
-    #: The files this source reads in its class folders.
+    #: The files this source reads in its class folders, and what messages call them.
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    kind = "image"
 
     def __init__(
         self,
@@ -203,7 +209,7 @@ class ImageFolder(DatasetSource):
 
     @cached_property
     def _train_files(self) -> dict[str, list[Path]]:
-        return class_files(self.root, self.extensions)
+        return class_files(self.root, self.extensions, self.kind)
 
     @cached_property
     def _train_rows(self) -> list[tuple[Path, list[str]]]:
@@ -270,7 +276,7 @@ class ImageFolder(DatasetSource):
             classes = (
                 self._train_files
                 if split == "train"
-                else class_files(self.test_root, self.extensions)
+                else class_files(self.test_root, self.extensions, self.kind)
             )
             files, targets = self._labelled(classes)
         else:

@@ -98,6 +98,7 @@ class VideoFolder(ImageFolder):
     """
 
     extensions = VIDEO_EXTENSIONS
+    kind = "video"
 
     def __init__(
         self,
