@@ -31,7 +31,7 @@ MIN_RADIUS, MAX_RADIUS = 0.18, 0.25  # of the frame side
 SPEED = (0.06, 0.1)  # translation per frame, of the frame side
 TURN = (12.0, 24.0)  # rotation per frame, degrees
 SCALE_PERIOD = (8.0, 14.0)  # frames per grow-and-shrink cycle
-SCALE_AMPLITUDE = 0.3  # of the mean radius
+SCALE_AMPLITUDE = 0.4  # of the mean radius
 ORBIT_RADIUS = (0.06, 0.12)  # of the frame side
 ORBIT_TURN = (20.0, 35.0)  # degrees along the orbit per frame
 

@@ -266,7 +266,7 @@ class ImageFolder(DatasetSource):
 
     def dataset_of(self, files: list[Path], targets: list[int] | np.ndarray) -> Dataset:
         """The split dataset reading ``files``; subclasses read other kinds of files."""
-        return self.dataset_of(files, targets)
+        return FolderDataset(files, targets, self.image_size)
 
     def build(self, split: str) -> Dataset:
         check_split(split)
