@@ -146,7 +146,10 @@ def _conv_stages(
 
 class ConvNet3d(Backbone):
     """The 3-D twin of :class:`ConvNet` for volumes and clips ``(B, C, D, H, W)`` on CPU:
-    per stage conv-BN-ReLU twice with 3x3x3 kernels, then stride 2 along all three axes."""
+    per stage conv-BN-ReLU twice with 3x3x3 kernels, then stride 2 along all three axes.
+
+    Channels-last by default: on CPUs (oneDNN) its 3-D convolutions train about twice as fast
+    in that layout as in the contiguous one (see :meth:`Backbone.set_channels_last`)."""
 
     spatial_dims = 3
 
@@ -154,7 +157,7 @@ class ConvNet3d(Backbone):
         self,
         in_channels: int = 1,
         widths: Sequence[int] = (16, 32, 64),
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         _check_in_channels(in_channels)
