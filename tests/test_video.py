@@ -68,10 +68,8 @@ def test_one_frame_does_not_tell_the_motion_but_two_do() -> None:
 def _views(**overrides):
     settings = {"min_scale": 1.0, "cj_prob": 0.0, "random_gray_scale": 0.0, **overrides}
     recipe = functools.partial(simclr_views, **settings)
-    return clip_views(
-        views=recipe, image_size=12, mean=[0.5] * 3, std=[0.25] * 3, in_channels=3,
-        frames=3, stride=2,
-    )  # fmt: skip
+    geometry = {"image_size": 12, "mean": [0.5] * 3, "std": [0.25] * 3, "in_channels": 3}
+    return clip_views(views=recipe, frames=3, stride=2, **geometry)
 
 
 def test_clip_views_are_clips_at_their_own_times_with_one_flip_per_clip() -> None:

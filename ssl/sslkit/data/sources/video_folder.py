@@ -46,8 +46,9 @@ def read_video(path: Path, num_frames: int, image_size: int) -> Tensor:
             f"Cannot decode video {path}: {err}. Remove or replace this file."
         ) from None
     if not frames:
-        raise CorruptDataError(f"Cannot decode video {path}: it holds no frame. Remove or "
-                               "replace this file.")  # fmt: skip
+        raise CorruptDataError(
+            f"Cannot decode video {path}: it holds no frame. Remove or replace this file."
+        )
     start = max(0, (len(frames) - num_frames) // 2)
     chosen = frames[start : start + num_frames]
     chosen += [chosen[-1]] * (num_frames - len(chosen))
