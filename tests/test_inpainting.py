@@ -20,7 +20,7 @@ from sslkit.build import build_datamodule, build_method
 from sslkit.eval.inpainting import evaluate_inpainting
 from sslkit.evaluate import evaluate
 from sslkit.methods import MaskedInpainting
-from sslkit.models import ConvNet
+from sslkit.models import ConvNet, ConvNet3d
 from sslkit.train import train
 from tests.conftest import TINY, compose_config
 
@@ -197,3 +197,10 @@ def test_hog_target_refuses_norm_pix_and_unknown_targets():
         _method(target="edges")
     with pytest.raises(ValueError, match="norm_pix=false"):
         _method(target="hog", norm_pix=True)
+    with pytest.raises(ValueError, match="for volumes and clips use method.target=pixels"):
+        MaskedInpainting(
+            ConvNet3d(1, widths=[8, 16]),
+            target="hog",
+            optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+            num_classes=0,
+        )

@@ -121,6 +121,7 @@ def schema_of(
     include: Sequence[str] | None = None,
     partial: bool = False,
     shared: str | None = None,
+    bases: Sequence[str | type] = (),
 ) -> type:
     """A structured config of ``target``'s keyword parameters, with its own defaults.
 
@@ -136,6 +137,8 @@ def schema_of(
         partial: Add ``_partial_: true`` (a factory completed at run time).
         shared: The function ``target``'s ``**kwargs`` go to; its optional parameters join the
             schema (e.g. the view keys every recipe shares, :func:`~sslkit.augment.views.view_spec`).
+        bases: Schemas (or their dotted paths) it extends, for a field typed by one of them
+            (``data`` is a :class:`DataSchema`, so a DataModule subclass's schema extends it).
     """
     path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
     obj = get_object(target) if isinstance(target, str) else target
@@ -174,7 +177,8 @@ def schema_of(
         else:
             value = dataclasses.field(default=default)
         fields.append((parameter.name, kind, value))
-    schema = dataclasses.make_dataclass(name or f"{obj.__name__}Schema", fields)
+    parents = tuple(get_object(base) if isinstance(base, str) else base for base in bases)
+    schema = dataclasses.make_dataclass(name or f"{obj.__name__}Schema", fields, bases=parents)
     # Importable as sslkit.config.<name>, so that a config pickled into another process (a
     # submitit job) refers to it by name.
     schema.__module__ = __name__
@@ -193,6 +197,7 @@ _VIEW_ARGS = ("image_size", "mean", "std", "in_channels", "suffix")
 _SCHEDULE_ARGS = ("optimizer", "total_steps", "steps_per_epoch")
 #: Where the view factories' ``**shared`` keys go.
 _VIEW = "sslkit.augment.views.view_spec"
+_VOLUME_VIEW = "sslkit.augment.volumes.volume_view_spec"
 
 #: Schemas of the config group options, derived from what each instantiates. An option file
 #: merges its schema first (``defaults: [/<name>@_here_, _self_]``) and sets only what differs.
@@ -207,6 +212,8 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     "mask_schema": ("sslkit.augment.MaskGenerator", {}),
     "backbone_convnet_schema": ("sslkit.models.ConvNet", {"exclude": ("in_channels",)}),
     "backbone_resnet_schema": ("sslkit.models.ResNet", {"exclude": ("in_channels",)}),
+    "backbone_conv3d_schema": ("sslkit.models.ConvNet3d", {"exclude": ("in_channels",)}),
+    "backbone_video_resnet_schema": ("sslkit.models.VideoResNet", {"exclude": ("in_channels",)}),
     "augment_simclr_schema": (
         "sslkit.augment.simclr_views",
         {"exclude": (*_VIEW_ARGS, "sigmas", "solarization"), "partial": True, "shared": _VIEW},
@@ -234,7 +241,20 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
         "sslkit.augment.byol_views",
         {"exclude": (*_VIEW_ARGS, "rr_degrees"), "partial": True, "shared": _VIEW},
     ),
+    "augment_volumes_schema": (
+        "sslkit.augment.simclr_volume_views",
+        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
+    ),
+    "augment_byol_volumes_schema": (
+        "sslkit.augment.byol_volume_views",
+        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
+    ),
     "augment_none_schema": ("sslkit.augment.no_views", {"exclude": _VIEW_ARGS, "partial": True}),
+    # Clip views: an image recipe (``views``, a partial) applied per clip of a video.
+    "augment_clips_schema": (
+        "sslkit.augment.clip_views",
+        {"exclude": (*_VIEW_ARGS, "frames", "stride"), "partial": True},
+    ),
     "schedule_warmup_cosine_schema": (
         "sslkit.optim.warmup_cosine",
         {"exclude": _SCHEDULE_ARGS, "partial": True},
@@ -265,6 +285,14 @@ OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
     "source_cifar_schema": ("sslkit.data.CIFAR10", {}),
     "source_stl10_schema": ("sslkit.data.STL10", {}),
     "source_imagefolder_schema": ("sslkit.data.ImageFolder", {}),
+    "source_synthetic_video_schema": ("sslkit.data.SyntheticClips", {}),
+    "source_videofolder_schema": ("sslkit.data.VideoFolder", {}),
+    "data_video_schema": (
+        "sslkit.data.VideoDataModule",
+        {"exclude": ("augment",), "bases": ("sslkit.config.DataSchema",)},
+    ),
+    "source_synthetic_volumes_schema": ("sslkit.data.SyntheticVolumes", {}),
+    "source_volume_folder_schema": ("sslkit.data.VolumeFolder", {}),
 }
 
 DataSchema = schema_of("sslkit.data.SSLDataModule", name="DataSchema", exclude=("augment",))

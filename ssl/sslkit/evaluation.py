@@ -29,6 +29,7 @@ from sslkit.eval.cache import (
     feature_cache_file,
     load_or_extract,
 )
+from sslkit.eval.clips import add_multiclip_result
 from sslkit.eval.inpainting import Inpainter, evaluate_inpainting
 from sslkit.eval.plots import write_plots
 from sslkit.eval.protocol import run_protocols_on_splits
@@ -54,9 +55,14 @@ def check_classes(datamodule: Any) -> None:
 
 
 def evaluate_features(
-    features: SplitFeatures, datamodule: Any, eval_cfg: DictConfig, device: torch.device
+    features: SplitFeatures,
+    datamodule: Any,
+    eval_cfg: DictConfig,
+    device: torch.device,
+    encoder: nn.Module | None = None,
 ) -> ProtocolResult:
-    """The configured protocols on frozen features of the train/test splits."""
+    """The configured protocols on frozen features of the train/test splits; with ``encoder``,
+    also the multi-clip result of video data (:mod:`sslkit.eval.clips`)."""
     if eval_cfg.get("knn") is None and eval_cfg.get("linear") is None:
         raise ValueError("no evaluation protocol selected: use eval=[knn,linear] (or one of them)")
     for split in ("train", "test"):
@@ -66,13 +72,14 @@ def evaluate_features(
                 "Retrain with a lower learning rate (optim.lr) or more warmup "
                 "(schedule.warmup_epochs)."
             )
-    return run_protocols_on_splits(
-        features,
-        datamodule,
-        knn=instantiate(eval_cfg.knn) if eval_cfg.get("knn") else None,
-        linear=instantiate(eval_cfg.linear) if eval_cfg.get("linear") else None,
-        device=str(device),
+    knn = instantiate(eval_cfg.knn) if eval_cfg.get("knn") else None
+    linear = instantiate(eval_cfg.linear) if eval_cfg.get("linear") else None
+    result = run_protocols_on_splits(
+        features, datamodule, knn=knn, linear=linear, device=str(device)
     )
+    if encoder is not None:
+        add_multiclip_result(result, encoder, datamodule, knn=knn, linear=linear, device=device)
+    return result
 
 
 def evaluate_encoder(
@@ -80,7 +87,7 @@ def evaluate_encoder(
 ) -> ProtocolResult:
     """Frozen features of the un-augmented train/test splits -> the configured protocols."""
     features = extract_split_features(encoder, datamodule, device)
-    return evaluate_features(features, datamodule, eval_cfg, device)
+    return evaluate_features(features, datamodule, eval_cfg, device, encoder)
 
 
 #: Data keys that change how images are batched, not which features they give.
@@ -167,11 +174,10 @@ def evaluate_and_report(
             f"choose from {sorted(encoders)}"
         )
     start = time.perf_counter()
-    features, reused = load_or_extract(
-        encoders[cfg.eval.encoder].to(device), datamodule, device, cache_file
-    )
+    encoder = encoders[cfg.eval.encoder].to(device)
+    features, reused = load_or_extract(encoder, datamodule, device, cache_file)
     features_s = time.perf_counter() - start
-    result = evaluate_features(features, datamodule, cfg.eval, device)
+    result = evaluate_features(features, datamodule, cfg.eval, device, encoder)
     result.metrics.update(model_measurements(model, datamodule, output_dir, device))
     eval_s = time.perf_counter() - start
     baselines, baseline_s = evaluate_baselines(cfg, datamodule, device)

@@ -29,6 +29,7 @@ from sslkit.build import (
 )
 from sslkit.config import config_dir, exit_on_unknown_keys, register_configs
 from sslkit.evaluation import check_classes, evaluate_and_report
+from sslkit.host import keep_freed_memory
 from sslkit.jobs import objective, run_and_report
 from sslkit.loggers import log_config
 from sslkit.methods.base import NonFiniteLossError
@@ -60,6 +61,7 @@ def check_finite_weights(method: pl.LightningModule) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment end to end and return the ``results.json`` document."""
     start = time.perf_counter()
+    keep_freed_memory()
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     check_trainer(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True)

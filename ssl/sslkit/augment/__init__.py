@@ -1,7 +1,8 @@
-"""View pipelines: a factory per recipe, called with the dataset's size and statistics; and
-masks that methods draw on device."""
+"""View pipelines: a factory per recipe, called with the dataset's size and statistics (images,
+and volumes in :mod:`sslkit.augment.volumes`); and masks that methods draw on device."""
 
 from sslkit.augment.batched import ViewSpec
+from sslkit.augment.clips import ClipViews, clip_views
 from sslkit.augment.masking import MaskGenerator
 from sslkit.augment.views import (
     BACKENDS,
@@ -16,9 +17,16 @@ from sslkit.augment.views import (
     no_views,
     simclr_views,
 )
+from sslkit.augment.volumes import (
+    VolumeViews,
+    VolumeViewSpec,
+    byol_volume_views,
+    simclr_volume_views,
+)
 
 __all__ = [
     "BACKENDS",
+    "ClipViews",
     "ConvertMode",
     "ImageTransform",
     "MaskGenerator",
@@ -26,9 +34,14 @@ __all__ = [
     "ViewSpec",
     "ViewTransform",
     "Views",
+    "VolumeViewSpec",
+    "VolumeViews",
     "byol_views",
+    "byol_volume_views",
+    "clip_views",
     "eval_transform",
     "image_mode",
     "no_views",
     "simclr_views",
+    "simclr_volume_views",
 ]

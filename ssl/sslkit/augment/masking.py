@@ -1,11 +1,15 @@
 """Masks that hide parts of a batch of images, for inpainting and masked image modelling.
 
 Masks are made on batches, on the batch's device, after augmentation: corrupting the input is
-part of the method, not of the data pipeline. Every mask is ``(B, 1, H, W)`` with 1 where a pixel
-is hidden and 0 where it is visible, shared by all channels.
+part of the method, not of the data pipeline. Every mask is ``(B, 1, H, W)`` (``(B, 1, D, H, W)``
+for volumes and clips) with 1 where a pixel (voxel) is hidden and 0 where it is visible, shared by
+all channels.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -19,9 +23,10 @@ class MaskGenerator:
 
     Modes:
         ``block``: one rectangular hole per image of ``round(block_size * H)`` by
-            ``round(block_size * W)`` pixels, at the centre (``block_position="center"``, as in
+            ``round(block_size * W)`` pixels (a box of ``block_size`` of every side for volumes), at the centre (``block_position="center"``, as in
             Context Encoders) or at a uniformly random position per image.
-        ``patches``: the image is cut into a grid of ``patch_size`` x ``patch_size`` patches and
+        ``patches``: the image is cut into a grid of ``patch_size`` x ``patch_size`` patches
+            (cubes of ``patch_size`` voxels for volumes) and
             every image hides exactly ``round(ratio * num_patches)`` of them, the ones with the
             smallest random noise (argsort of noise, as in MAE), so the count never varies.
 
@@ -84,67 +89,75 @@ class MaskGenerator:
         )
 
     def __call__(self, images: Tensor) -> Tensor:
-        """The next masks for a batch ``(B, C, H, W)``, on its device and in its dtype."""
-        if images.ndim != 4:
+        """The next masks for a batch of images ``(B, C, H, W)`` or of volumes or clips
+        ``(B, C, D, H, W)``, on its device and in its dtype: ``(B, 1, H, W)`` or
+        ``(B, 1, D, H, W)``; blocks and patches are cubes for volumes."""
+        if images.ndim not in (4, 5):
             raise ValueError(
-                f"MaskGenerator expects a batch of images (B, C, H, W), got {tuple(images.shape)}"
+                "MaskGenerator expects a batch of images (B, C, H, W) or volumes (B, C, D, H, W), "
+                f"got {tuple(images.shape)}"
             )
-        batch, _, height, width = images.shape
-        return self.generate(batch, height, width, images.device).to(images.dtype)
+        batch, _, *size = images.shape
+        return self.generate(batch, *size, device=images.device).to(images.dtype)
 
     def generate(
-        self, batch_size: int, height: int, width: int, device: torch.device | str | None = None
+        self, batch_size: int, *size: int, device: torch.device | str | None = None
     ) -> Tensor:
-        """The next ``batch_size`` masks of ``height`` x ``width`` pixels, float, 1 = hidden."""
+        """The next ``batch_size`` masks of spatial ``size`` (``height, width`` or
+        ``depth, height, width``), float ``(B, 1, *size)``, 1 = hidden."""
         if self.mode == "block":
-            return self._blocks(batch_size, height, width, device)
-        return self._patches(batch_size, height, width, device)
+            return self._blocks(batch_size, size, device)
+        return self._patches(batch_size, size, device)
 
-    def num_hidden_patches(self, height: int, width: int) -> int:
-        """How many patches ``patches`` mode hides in each image of this size."""
-        rows, cols = self._grid(height, width)
-        hidden = round(self.ratio * rows * cols)
+    def num_hidden_patches(self, *size: int) -> int:
+        """How many patches ``patches`` mode hides in each image (volume) of this size."""
+        grid = self._grid(size)
+        count = math.prod(grid)
+        hidden = round(self.ratio * count)
         if hidden < 1:
             raise ValueError(
-                f"mask ratio {self.ratio} of {rows * cols} patches hides none; raise the ratio "
+                f"mask ratio {self.ratio} of {count} patches hides none; raise the ratio "
                 "or lower the patch_size"
             )
         return hidden
 
-    def _grid(self, height: int, width: int) -> tuple[int, int]:
+    def _grid(self, size: Sequence[int]) -> tuple[int, ...]:
         p = self.patch_size
-        if height % p or width % p:
+        if any(side % p for side in size):
+            sides = "x".join(map(str, size))
+            patch = "x".join([str(p)] * len(size))
             raise ValueError(
-                f"images of {height}x{width} pixels cannot be cut into {p}x{p} patches; choose a "
-                f"mask patch_size that divides both sides (e.g. method.mask.patch_size=4)"
+                f"inputs of {sides} pixels cannot be cut into {patch} patches; choose a "
+                f"mask patch_size that divides every side (e.g. method.mask.patch_size=4)"
             )
-        return height // p, width // p
+        return tuple(side // p for side in size)
 
-    def _patches(self, batch: int, height: int, width: int, device) -> Tensor:
-        rows, cols = self._grid(height, width)
-        hidden = self.num_hidden_patches(height, width)
-        noise = torch.rand(batch, rows * cols, generator=self.generator).to(device)
+    def _patches(self, batch: int, size: Sequence[int], device) -> Tensor:
+        grid = self._grid(size)
+        hidden = self.num_hidden_patches(*size)
+        noise = torch.rand(batch, math.prod(grid), generator=self.generator).to(device)
         chosen = noise.argsort(dim=1)[:, :hidden]
-        grid = torch.zeros(batch, rows * cols, device=device).scatter_(1, chosen, 1.0)
-        p = self.patch_size
-        grid = grid.view(batch, 1, rows, cols)
-        return grid.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+        mask = torch.zeros(batch, math.prod(grid), device=device).scatter_(1, chosen, 1.0)
+        mask = mask.view(batch, 1, *grid)
+        for axis in range(2, mask.ndim):
+            mask = mask.repeat_interleave(self.patch_size, dim=axis)
+        return mask
 
-    def _blocks(self, batch: int, height: int, width: int, device) -> Tensor:
-        block_h = max(1, round(self.block_size * height))
-        block_w = max(1, round(self.block_size * width))
-        if self.block_position == "center":
-            top = torch.full((batch,), (height - block_h) // 2)
-            left = torch.full((batch,), (width - block_w) // 2)
-        else:
-            top = torch.randint(0, height - block_h + 1, (batch,), generator=self.generator)
-            left = torch.randint(0, width - block_w + 1, (batch,), generator=self.generator)
-        top, left = top.to(device)[:, None], left.to(device)[:, None]
-        rows = torch.arange(height, device=device)[None]
-        cols = torch.arange(width, device=device)[None]
-        in_rows = (rows >= top) & (rows < top + block_h)
-        in_cols = (cols >= left) & (cols < left + block_w)
-        return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1).float()
+    def _blocks(self, batch: int, size: Sequence[int], device) -> Tensor:
+        mask = torch.ones(batch, 1, *size, dtype=torch.bool, device=device)
+        for axis, side in enumerate(size):
+            block = max(1, round(self.block_size * side))
+            if self.block_position == "center":
+                start = torch.full((batch,), (side - block) // 2)
+            else:
+                start = torch.randint(0, side - block + 1, (batch,), generator=self.generator)
+            start = start.to(device)[:, None]
+            position = torch.arange(side, device=device)[None]
+            inside = (position >= start) & (position < start + block)
+            shape = [batch] + [1] * (len(size) + 1)
+            shape[axis + 2] = side
+            mask &= inside.view(shape)
+        return mask.float()
 
     def __repr__(self) -> str:
         return (

@@ -58,7 +58,7 @@ class ConvertMode:
         return f"{type(self).__name__}(mode={self.mode!r})"
 
 
-def _normalize_stats(
+def normalize_stats(
     mean: Sequence[float], std: Sequence[float], in_channels: int
 ) -> tuple[list[float], list[float]]:
     """Validates per-channel statistics: one entry per channel and a positive std."""
@@ -78,7 +78,7 @@ def _check_image_size(image_size: int) -> None:
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
 
 
-def _check_num_views(num_views: int) -> None:
+def check_num_views(num_views: int) -> None:
     if int(num_views) < 1:
         raise ValueError(f"num_views must be at least 1, got {num_views}.")
 
@@ -109,7 +109,7 @@ def eval_transform(
     every pass, so this transform has no randomness.
     """
     _check_image_size(image_size)
-    mean_list, std_list = _normalize_stats(mean, std, in_channels)
+    mean_list, std_list = normalize_stats(mean, std, in_channels)
     return T.Compose(
         [
             ConvertMode(image_mode(in_channels)),
@@ -141,14 +141,14 @@ class Views:
         backend: str = "auto",
     ) -> None:
         _check_image_size(image_size)
-        _check_num_views(len(specs))
+        check_num_views(len(specs))
         if backend not in BACKENDS:
             raise ValueError(
                 f"augment.backend must be one of {', '.join(BACKENDS)}, got {backend!r}."
             )
         self.specs = list(specs)
         self.image_size = int(image_size)
-        self.mean, self.std = _normalize_stats(mean, std, in_channels)
+        self.mean, self.std = normalize_stats(mean, std, in_channels)
         self.in_channels = in_channels
         self.backend = backend
         self._pil = [self._pil_view(spec) for spec in self.specs]
@@ -195,7 +195,8 @@ class Views:
         per image, drawn from ``generator`` (default: torch's global CPU generator)."""
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
-                f"expected a (B, {self.in_channels}, H, W) batch, got {tuple(images.shape)}."
+                f"expected a (B, {self.in_channels}, H, W) batch, got {tuple(images.shape)}; "
+                "volumes (B, C, D, H, W) need a volume recipe such as augment=volumes."
             )
         n, _, height, width = images.shape
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
@@ -230,7 +231,7 @@ def no_views(
 ) -> Views:
     """``num_views`` identical un-augmented views, for methods that corrupt inputs themselves
     (inpainting masks on device) and for debugging a pipeline without augmentation noise."""
-    _check_num_views(num_views)
+    check_num_views(num_views)
     return Views(
         [None] * int(num_views),
         image_size=image_size,
@@ -265,7 +266,7 @@ def simclr_views(
     images (``in_channels=1``) stay single-channel: jitter only changes brightness and contrast.
     ``shared``: the keys every recipe shares, with their defaults, see :func:`view_spec`.
     """
-    _check_num_views(num_views)
+    check_num_views(num_views)
     jitter = _jitter(cj_strength, cj_bright, cj_contrast, cj_sat, cj_hue)
     spec = view_spec(**jitter, gaussian_blur=gaussian_blur, **shared)
     geometry = _geometry(image_size, mean, std, in_channels)

@@ -1,10 +1,11 @@
 """The LightningDataModule shared by every method: augmented views for pretraining and
 un-augmented images for evaluation, both built from one dataset source.
 
-Datasets held in memory (Fashion-MNIST, CIFAR, STL-10, synthetic shapes) stay one uint8 tensor:
-a batch is an index gather, and the views are made on the training device after the batch
-has been moved there (``on_after_batch_transfer``). Image folders go through PIL per image in
-DataLoader workers.
+Datasets held in memory (Fashion-MNIST, CIFAR, STL-10, synthetic shapes, volumes) stay one uint8
+tensor, ``(N, C, H, W)`` for images and ``(N, C, D, H, W)`` for volumes and clips: a batch is an
+index gather, and the views are made on the training device after the batch has been moved
+there (``on_after_batch_transfer`` calls the views' ``batch``, whatever the modality). Image
+folders go through PIL per image in DataLoader workers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sslkit.data.sources.base import (
     ArrayDataset,
     DatasetSource,
     LabelledDataset,
+    TensorArrayDataset,
     check_split,
 )
 from sslkit.data.subsets import balanced_subset
@@ -70,11 +72,13 @@ class SubsetDataset(Dataset):
 
 
 class TensorImages(Dataset):
-    """Images of one split as a ``(N, C, H, W)`` uint8 tensor; items are whole batches.
+    """Samples of one split as one uint8 tensor ``(N, C, *spatial)`` (images ``(N, C, H, W)``,
+    volumes and clips ``(N, C, D, H, W)``); items are whole batches.
 
     The DataLoader hands ``__getitems__`` a batch of indices, so a batch is one gather. With
-    ``mean``/``std`` the images come out as normalised float32 (the un-augmented evaluation
-    view), otherwise as uint8 for the batched augmentation on the training device.
+    ``mean``/``std`` (one entry per channel) the samples come out as normalised float32 (the
+    un-augmented evaluation view), otherwise as uint8 for the batched augmentation on the
+    training device.
     """
 
     def __init__(
@@ -87,10 +91,15 @@ class TensorImages(Dataset):
         self.images = images
         self.targets = targets
         self.scale: tuple[Tensor, Tensor] | None = None
+        if images.ndim < 4:
+            raise ValueError(
+                f"TensorImages needs samples (N, C, H, W) or (N, C, D, H, W), got "
+                f"{tuple(images.shape)}."
+            )
         if mean is not None and std is not None:
-            channels = images.shape[1]
-            mean_t = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
-            std_t = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
+            shape = (1, images.shape[1], *[1] * (images.ndim - 2))
+            mean_t = torch.tensor(mean, dtype=torch.float32).view(shape)
+            std_t = torch.tensor(std, dtype=torch.float32).view(shape)
             # (x / 255 - mean) / std as one multiply-add.
             self.scale = (1 / (255 * std_t), -mean_t / std_t)
 
@@ -115,18 +124,22 @@ def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 
 
 def tensor_images(dataset: LabelledDataset, image_size: int) -> tuple[Tensor, Tensor] | None:
-    """``(N, C, H, W)`` uint8 images and their targets, without copying, when ``dataset`` is an
-    in-memory array (or a subset of one) at ``image_size``; else None (read with PIL)."""
+    """Channels-first uint8 samples and their targets, without copying, when ``dataset`` is an
+    in-memory array (or a subset of one) whose last two axes are ``image_size``: images
+    ``(N, C, H, W)`` of an :class:`ArrayDataset`, volumes and clips ``(N, C, D, H, W)`` of a
+    :class:`TensorArrayDataset`; else None (read with PIL)."""
     indices = None
     if isinstance(dataset, SubsetDataset):
         dataset, indices = dataset.dataset, dataset.indices
-    if not isinstance(dataset, ArrayDataset):
+    if isinstance(dataset, TensorArrayDataset):
+        images = torch.from_numpy(dataset.samples)
+    elif isinstance(dataset, ArrayDataset):
+        images = torch.from_numpy(dataset.images)
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    else:
         return None
-    array = dataset.images
-    if array.shape[1:3] != (image_size, image_size):
+    if tuple(images.shape[-2:]) != (image_size, image_size):
         return None
-    images = torch.from_numpy(array)
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     targets = torch.as_tensor(np.asarray(dataset.targets))
     if indices is not None:
         index = torch.as_tensor(indices, dtype=torch.long)
@@ -163,7 +176,10 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
     """Pretraining and evaluation loaders for one dataset source.
 
     - ``train_dataloader``: shuffled ``(views, labels)`` batches, ``views`` a list of
-      (B, C, H, W) tensors made by ``augment(image_size=, mean=, std=, in_channels=)``.
+      (B, C, H, W) tensors ((B, C, D, H, W) for volumes and clips) made by
+      ``augment(image_size=, mean=, std=, in_channels=)``: a view factory whose result either
+      transforms one PIL image or, with ``backend`` ``"batched"`` (or ``"auto"``) and a dataset
+      held in memory, turns a whole uint8 batch into its views with ``batch(images)``.
     - ``eval_dataloader(split)``: un-augmented, normalised ``(images, labels)`` in a fixed
       order, labelled images only; ``val_dataloader`` is the test split (online probe).
 
@@ -329,15 +345,19 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
     def _in_memory(self, split: str) -> tuple[Tensor, Tensor] | None:
         return tensor_images(self.dataset(split), self.image_size)
 
+    def check_train_size(self, size: int) -> None:
+        """Refuses a train split smaller than one batch when incomplete batches are dropped."""
+        if self.drop_last and size < self.batch_size:
+            raise ValueError(
+                f"The {self.name} train split has {size} images, fewer than "
+                f"data.batch_size={self.batch_size}, so drop_last would leave no batch. Set "
+                f"data.batch_size to at most {size} or data.drop_last=false."
+            )
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled pretraining batches ``(views, labels)``; label -1 marks unlabelled images."""
         train = self.dataset("train")
-        if self.drop_last and len(train) < self.batch_size:
-            raise ValueError(
-                f"The {self.name} train split has {len(train)} images, fewer than "
-                f"data.batch_size={self.batch_size}, so drop_last would leave no batch. Set "
-                f"data.batch_size to at most {len(train)} or data.drop_last=false."
-            )
+        self.check_train_size(len(train))
         views = self.augment(
             image_size=self.image_size, mean=self.mean, std=self.std, in_channels=self.in_channels
         )
@@ -346,8 +366,8 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
         if backend == "batched" and tensors is None:
             raise ValueError(
                 f"augment.backend=batched needs a dataset held in memory at its image size "
-                f"(Fashion-MNIST, CIFAR, STL-10, synthetic shapes), but {self.name} is read "
-                "image by image. Use augment.backend=auto or augment.backend=pil."
+                f"(Fashion-MNIST, CIFAR, STL-10, synthetic shapes, volumes), but {self.name} is "
+                "read image by image. Use augment.backend=auto or augment.backend=pil."
             )
         self.batched_views = views if tensors is not None else None
         if tensors is not None:

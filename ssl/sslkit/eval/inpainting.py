@@ -58,11 +58,13 @@ def evaluate_inpainting(
     was_training = model.training
     model.eval().to(device)
     masks = model.evaluation_masks()
-    mean = torch.tensor(datamodule.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(datamodule.std, device=device).view(1, -1, 1, 1)
+    channels = len(datamodule.mean)
+    mean = torch.tensor(datamodule.mean, device=device)
+    std = torch.tensor(datamodule.std, device=device)
 
     def to_pixels(x: Tensor) -> Tensor:
-        return (x * std + mean).clamp(0.0, 1.0)
+        shape = (1, channels, *[1] * (x.ndim - 2))
+        return (x * std.view(shape) + mean.view(shape)).clamp(0.0, 1.0)
 
     squared_error = hidden_values = psnr_sum = 0.0
     num_images = 0
@@ -73,7 +75,7 @@ def evaluate_inpainting(
             mask = masks(images)
             original, inpainted = to_pixels(images), to_pixels(model.inpaint(images, mask))
             per_image = masked_mse(inpainted, original, mask, reduction="none")
-            hidden = mask.sum(dim=(1, 2, 3)) * images.shape[1]
+            hidden = mask.sum(dim=tuple(range(1, mask.ndim))) * images.shape[1]
             squared_error += float((per_image * hidden).sum())
             hidden_values += float(hidden.sum())
             psnr_sum += float((-10.0 * torch.log10(per_image.clamp_min(1e-10))).sum())
@@ -94,10 +96,13 @@ def evaluate_inpainting(
 
 
 def save_reconstruction_grid(rows: Tensor, path: Path) -> Path:
-    """Write images ``(num_rows, num_columns, C, H, W)`` in [0, 1] as a PNG grid.
+    """Write images ``(num_rows, num_columns, C, H, W)`` in [0, 1] as a PNG grid; volumes
+    ``(num_rows, num_columns, C, D, H, W)`` are shown by their middle slice along D.
 
     Small images are enlarged (nearest neighbour) so that the PNG is readable.
     """
+    while rows.ndim > 5:
+        rows = rows.select(3, rows.shape[3] // 2)
     num_rows, num_columns = rows.shape[:2]
     grid = rows.reshape(num_rows * num_columns, *rows.shape[2:])
     scale = math.ceil(MIN_TILE_PX / min(grid.shape[-2:]))

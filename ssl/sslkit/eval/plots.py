@@ -269,7 +269,21 @@ def _image_getter(datamodule: Any, split: str) -> Callable[[int], Image.Image]:
     """Image of the i-th item of ``eval_dataloader(split)``, i.e. of the i-th feature row."""
     dataset = datamodule.dataset(split)
     indices = datamodule.labelled_indices(split)
-    return lambda index: dataset[int(indices[index])][0]
+    return lambda index: preview_image(dataset[int(indices[index])][0])
+
+
+def preview_image(sample: Image.Image | Tensor) -> Image.Image:
+    """A picture of one item: an image as it is; a uint8 volume or clip ``(C, D, H, W)`` as its
+    middle slice (frame) along D. One or three channels are shown as they are, others by
+    their first channel."""
+    if isinstance(sample, Image.Image):
+        return sample
+    while sample.ndim > 3:
+        sample = sample.select(1, sample.shape[1] // 2)
+    pixels = sample.to(torch.uint8).cpu()
+    if pixels.shape[0] == 3:
+        return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
+    return Image.fromarray(pixels[0].contiguous().numpy())
 
 
 def _first_label(labels: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ def masked_mse(
     """Mean squared error over the hidden pixels (all channels) of a batch of images.
 
     With ``pred`` and ``target`` of shape ``(B, C, H, W)`` and ``mask`` of shape ``(B, 1, H, W)``
-    (1 = hidden, 0 = visible),
+    (1 = hidden, 0 = visible; volumes and clips ``(B, C, D, H, W)`` with ``(B, 1, D, H, W)``),
 
         loss = sum(mask * (pred - target)**2) / (sum(mask) * C)
 
@@ -29,7 +29,7 @@ def masked_mse(
     image) with nothing hidden has loss 0.
 
     ``norm_pix=True`` replaces the target by its per-patch normalisation, as MAE does: each
-    ``patch_size`` x ``patch_size`` patch (all channels together) has its mean subtracted and is
+    ``patch_size`` x ``patch_size`` patch (cube for volumes; all channels together) has its mean subtracted and is
     divided by ``sqrt(var + 1e-6)`` (unbiased variance), which stresses local structure over
     absolute intensity.
     """
@@ -42,31 +42,40 @@ def masked_mse(
     squared = mask * (pred - target) ** 2
     channels = pred.shape[1]
     if reduction == "none":
-        return squared.sum(dim=(1, 2, 3)) / (mask.sum(dim=(1, 2, 3)) * channels).clamp_min(1)
+        axes = tuple(range(1, pred.ndim))
+        return squared.sum(dim=axes) / (mask.sum(dim=axes) * channels).clamp_min(1)
     return squared.sum() / (mask.sum() * channels).clamp_min(1)
 
 
 def patch_statistics(images: Tensor, patch_size: int, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Per-patch mean and ``sqrt(var + eps)`` of ``(B, C, H, W)`` images, broadcast to pixels.
+    """Per-patch mean and ``sqrt(var + eps)`` of ``(B, C, H, W)`` images (or ``(B, C, D, H, W)``
+    volumes, cubic patches), broadcast to pixels.
 
-    Statistics run over the ``C * patch_size**2`` values of each patch (unbiased variance, as in
-    MAE); both results have shape ``(B, 1, H, W)``, so ``(images - mean) / std`` normalises and
-    ``x * std + mean`` undoes it.
+    Statistics run over the ``C * patch_size**2`` (``**3``) values of each patch (unbiased
+    variance, as in MAE); both results have shape ``(B, 1, *spatial)``, so
+    ``(images - mean) / std`` normalises and ``x * std + mean`` undoes it.
     """
-    batch, channels, height, width = images.shape
+    batch, channels, *size = images.shape
     p = int(patch_size)
-    if p < 1 or height % p or width % p:
+    if p < 1 or any(side % p for side in size):
+        sides, patch = "x".join(map(str, size)), "x".join([str(p)] * len(size))
         raise ValueError(
-            f"images of {height}x{width} pixels cannot be cut into {p}x{p} patches for norm_pix; "
-            "choose a patch_size that divides both sides"
+            f"inputs of {sides} pixels cannot be cut into {patch} patches for norm_pix; "
+            "choose a patch_size that divides every side"
         )
-    patches = images.reshape(batch, channels, height // p, p, width // p, p)
-    patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, height // p, width // p, -1)
+    grid = [side // p for side in size]
+    split = [n for g in grid for n in (g, p)]
+    patches = images.reshape(batch, channels, *split)
+    dims = len(size)
+    order = [0, *(2 + 2 * i for i in range(dims)), 1, *(3 + 2 * i for i in range(dims))]
+    patches = patches.permute(order).reshape(batch, *grid, -1)
     mean = patches.mean(dim=-1)
     std = torch.sqrt(patches.var(dim=-1) + eps)
 
     def to_pixels(per_patch: Tensor) -> Tensor:
-        return per_patch.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2).unsqueeze(1)
+        for axis in range(1, per_patch.ndim):
+            per_patch = per_patch.repeat_interleave(p, dim=axis)
+        return per_patch.unsqueeze(1)
 
     return to_pixels(mean), to_pixels(std)
 
@@ -76,14 +85,13 @@ def _check_inputs(pred: Tensor, target: Tensor, mask: Tensor, reduction: str) ->
         raise ValueError(
             f"masked_mse reduction must be one of {list(REDUCTIONS)}, got {reduction!r}"
         )
-    if pred.ndim != 4 or pred.shape != target.shape:
+    if pred.ndim not in (4, 5) or pred.shape != target.shape:
         raise ValueError(
-            "masked_mse expects pred and target as images of one shape (B, C, H, W), got "
-            f"{tuple(pred.shape)} and {tuple(target.shape)}"
+            "masked_mse expects pred and target as images (B, C, H, W) or volumes "
+            f"(B, C, D, H, W) of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
-    batch, _, height, width = pred.shape
-    if tuple(mask.shape) != (batch, 1, height, width):
+    expected = (pred.shape[0], 1, *pred.shape[2:])
+    if tuple(mask.shape) != expected:
         raise ValueError(
-            f"masked_mse expects a mask of shape {(batch, 1, height, width)} (1 = hidden), got "
-            f"{tuple(mask.shape)}"
+            f"masked_mse expects a mask of shape {expected} (1 = hidden), got {tuple(mask.shape)}"
         )

@@ -43,7 +43,8 @@ class MaskToken(nn.Module):
 
     def forward(self, images: Tensor, mask: Tensor) -> Tensor:
         """``images`` with the pixels where ``mask`` is 1 replaced by the mask value."""
-        return images * (1 - mask) + self.value.view(1, -1, 1, 1) * mask
+        value = self.value.view(1, -1, *[1] * (images.ndim - 2))
+        return images * (1 - mask) + value * mask
 
 
 class MaskedInpainting(SSLMethod):
@@ -97,6 +98,11 @@ class MaskedInpainting(SSLMethod):
             raise ValueError(f"method.target must be one of {list(TARGETS)}, got {target!r}")
         self.target = target
         self.hog_bins = hog_bins
+        if target == "hog" and backbone.spatial_dims != 2:
+            raise ValueError(
+                "method.target=hog takes gradients of 2-D images; for volumes and clips use "
+                "method.target=pixels"
+            )
         if target == "hog" and norm_pix:
             raise ValueError(
                 "method.norm_pix normalises pixel targets; with method.target=hog the targets "
@@ -121,7 +127,7 @@ class MaskedInpainting(SSLMethod):
     def reconstruct(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder output for ``images`` with ``mask`` hidden, and the pooled features it saw."""
         feature_map = self.backbone.forward_spatial(self.mask_token(images, mask))
-        prediction = self.decoder(feature_map, images.shape[-2:])
+        prediction = self.decoder(feature_map, images.shape[2:])
         return prediction, self.backbone.pool(feature_map)
 
     @property

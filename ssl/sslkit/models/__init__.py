@@ -1,6 +1,6 @@
-"""Encoders that map images to features, and the heads methods put on top of them."""
+"""Encoders that map images, volumes and clips to features, and the heads methods put on top of them."""
 
-from sslkit.models.backbones import Backbone, ConvNet, ResNet
+from sslkit.models.backbones import Backbone, ConvNet, ConvNet3d, ResNet, VideoResNet
 from sslkit.models.decoder import ConvDecoder
 from sslkit.models.ema import ema_update, make_teacher, momentum_schedule
 
@@ -8,7 +8,9 @@ __all__ = [
     "Backbone",
     "ConvDecoder",
     "ConvNet",
+    "ConvNet3d",
     "ResNet",
+    "VideoResNet",
     "ema_update",
     "make_teacher",
     "momentum_schedule",

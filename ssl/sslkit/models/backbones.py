@@ -1,9 +1,10 @@
-"""Backbones: image encoders that expose both a spatial feature map and pooled features.
+"""Backbones: encoders that expose both a spatial feature map and pooled features.
 
-Every backbone reports ``in_channels`` (channels of the images it takes), ``feature_dim``
-(channels of the map = size of the pooled vector) and ``output_stride`` (how much smaller the map
-is than the input), so heads that need the map (the inpainting decoder) and heads that need the
-vector (projectors, probes) are written once for all backbones.
+Every backbone reports ``in_channels`` (channels of the inputs it takes), ``feature_dim``
+(channels of the map = size of the pooled vector), ``output_stride`` (how much smaller the map
+is than the input along its spatial axes) and ``spatial_dims`` (2 for images ``(B, C, H, W)``,
+3 for volumes and clips ``(B, C, D, H, W)``), so heads that need the map (the inpainting decoder)
+and heads that need the vector (projectors, probes) are written once for all backbones.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ class Backbone(nn.Module):
     in_channels: int
     feature_dim: int
     output_stride: int
+    spatial_dims: int = 2
 
     def forward_spatial(self, x: Tensor) -> Tensor:
-        """Feature map ``(B, feature_dim, H / output_stride, W / output_stride)``."""
+        """Feature map ``(B, feature_dim, H / output_stride, W / output_stride)`` (with a depth
+        axis in front of H for 3-D backbones)."""
         raise NotImplementedError
 
     def pool(self, feature_map: Tensor) -> Tensor:
-        """Pooled features ``(B, feature_dim)`` of a feature map: the global average."""
-        return feature_map.mean(dim=(2, 3))
+        """Pooled features ``(B, feature_dim)`` of a feature map: the global average over its
+        spatial axes (two for images, three for volumes and clips)."""
+        return feature_map.mean(dim=tuple(range(2, feature_map.ndim)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, feature_dim)`` of the spatial feature map."""
@@ -41,7 +45,8 @@ class Backbone(nn.Module):
         recent CPUs and with tensor cores on GPUs. Results are the same up to float rounding."""
         self.channels_last = bool(enabled)
         if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+            layout = torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
+            self.to(memory_format=layout)
 
 
 def _check_in_channels(in_channels: int) -> None:
@@ -106,29 +111,125 @@ class ConvNet(Backbone):
         _check_in_channels(in_channels)
         if not widths:
             raise ValueError("ConvNet needs at least one stage width")
-        stages: list[nn.Module] = []
-        prev = in_channels
-        for i, width in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            stages.append(
-                nn.Sequential(
-                    nn.Conv2d(prev, width, 3, stride=stride, padding=1, bias=False),
-                    nn.BatchNorm2d(width),
-                    nn.ReLU(inplace=True),
-                    nn.Conv2d(width, width, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(width),
-                    nn.ReLU(inplace=True),
-                )
-            )
-            prev = width
-        self.stages = nn.Sequential(*stages)
+        self.stages = _conv_stages(nn.Conv2d, nn.BatchNorm2d, in_channels, widths)
         self.in_channels = in_channels
-        self.feature_dim = prev
+        self.feature_dim = int(widths[-1])
         self.output_stride = 2 ** (len(widths) - 1)
         self.set_channels_last(channels_last)
 
     def forward_spatial(self, x: Tensor) -> Tensor:
         return self.stages(x)
+
+
+def _conv_stages(
+    conv: type[nn.Module], norm: type[nn.Module], in_channels: int, widths: Sequence[int]
+) -> nn.Sequential:
+    """Per width: conv-BN-ReLU twice (3-wide kernels), the first conv of every stage after the
+    first with stride 2. ``conv``/``norm`` pick the dimensionality (2-D or 3-D)."""
+    stages: list[nn.Module] = []
+    prev = in_channels
+    for i, width in enumerate(widths):
+        stride = 1 if i == 0 else 2
+        stages.append(
+            nn.Sequential(
+                conv(prev, width, 3, stride=stride, padding=1, bias=False),
+                norm(width),
+                nn.ReLU(inplace=True),
+                conv(width, width, 3, padding=1, bias=False),
+                norm(width),
+                nn.ReLU(inplace=True),
+            )
+        )
+        prev = width
+    return nn.Sequential(*stages)
+
+
+class ConvNet3d(Backbone):
+    """The 3-D twin of :class:`ConvNet` for volumes and clips ``(B, C, D, H, W)`` on CPU:
+    per stage conv-BN-ReLU twice with 3x3x3 kernels, then stride 2 along all three axes.
+
+    Channels-last by default: on CPUs (oneDNN) its 3-D convolutions train about twice as fast
+    in that layout as in the contiguous one (see :meth:`Backbone.set_channels_last`)."""
+
+    spatial_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: Sequence[int] = (16, 32, 64),
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_in_channels(in_channels)
+        if not widths:
+            raise ValueError("ConvNet3d needs at least one stage width")
+        self.stages = _conv_stages(nn.Conv3d, nn.BatchNorm3d, in_channels, widths)
+        self.in_channels = in_channels
+        self.feature_dim = int(widths[-1])
+        self.output_stride = 2 ** (len(widths) - 1)
+        self.set_channels_last(channels_last)
+
+    def forward_spatial(self, x: Tensor) -> Tensor:
+        return self.stages(x)
+
+
+class VideoResNet(Backbone):
+    """torchvision's 3-D ResNets ``r3d_18`` and ``r2plus1d_18`` without their classifier, for
+    volumes and clips ``(B, C, D, H, W)``; untrained (no pretrained weights are loaded).
+
+    ``small_input=True`` swaps the stem (stride 2 in H and W) for a 3x3x3 stride-1 convolution,
+    the choice for inputs of a few dozen voxels per side, where torchvision's stem and three
+    stride-2 stages would leave a map of one voxel. ``in_channels`` other than 3 replace the
+    stem's first convolution. ``output_stride`` is the reduction along H and W (the depth axis
+    is reduced 8x by the stages either way).
+    """
+
+    spatial_dims = 3
+    _builders = {
+        "r3d_18": torchvision.models.video.r3d_18,
+        "r2plus1d_18": torchvision.models.video.r2plus1d_18,
+    }
+
+    def __init__(
+        self,
+        arch: str = "r3d_18",
+        in_channels: int = 3,
+        small_input: bool = True,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if arch not in self._builders:
+            raise ValueError(
+                f"VideoResNet arch must be one of {sorted(self._builders)}, got {arch!r}"
+            )
+        _check_in_channels(in_channels)
+        net = self._builders[arch](weights=None)
+        if small_input:
+            net.stem = nn.Sequential(
+                nn.Conv3d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False),
+                nn.BatchNorm3d(64),
+                nn.ReLU(inplace=True),
+            )
+        elif in_channels != 3:
+            first = net.stem[0]
+            net.stem[0] = nn.Conv3d(
+                in_channels,
+                first.out_channels,
+                kernel_size=first.kernel_size,
+                stride=first.stride,
+                padding=first.padding,
+                bias=False,
+            )
+        self.stem = net.stem
+        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+        self.in_channels = in_channels
+        self.feature_dim = net.fc.in_features
+        self.output_stride = 8 if small_input else 16
+        self.arch = arch
+        self.set_channels_last(channels_last)
+
+    def forward_spatial(self, x: Tensor) -> Tensor:
+        return self.layers(self.stem(x))
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ gets evaluated, not by a powerful decoder.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -15,10 +16,17 @@ from torch import Tensor, nn
 from sslkit.models.backbones import Backbone
 
 MIN_WIDTH = 16
+# Convolution, normalisation and upsampling mode per number of spatial axes.
+_LAYERS = {
+    2: (nn.Conv2d, nn.BatchNorm2d, "bilinear"),
+    3: (nn.Conv3d, nn.BatchNorm3d, "trilinear"),
+}
 
 
 class ConvDecoder(nn.Module):
-    """Feature map ``(B, in_dim, h, w)`` -> image ``(B, out_channels, H, W)`` of a given size.
+    """Feature map ``(B, in_dim, h, w)`` -> image ``(B, out_channels, H, W)`` of a given size
+    (with ``spatial_dims=3``: ``(B, in_dim, d, h, w)`` -> volume ``(B, out_channels, D, H, W)``,
+    3x3x3 convolutions and trilinear upsampling).
 
     A 1x1 convolution to ``width`` channels, then one stage per factor of two in
     ``output_stride`` (bilinear upsampling, 3x3 convolution, BatchNorm, ReLU; channels halved per
@@ -29,8 +37,13 @@ class ConvDecoder(nn.Module):
     (normalised) space.
     """
 
-    def __init__(self, in_dim: int, out_channels: int, output_stride: int, width: int):
+    def __init__(
+        self, in_dim: int, out_channels: int, output_stride: int, width: int, spatial_dims: int = 2
+    ):
         super().__init__()
+        if spatial_dims not in _LAYERS:
+            raise ValueError(f"ConvDecoder spatial_dims must be 2 or 3, got {spatial_dims}")
+        conv, norm, self.mode = _LAYERS[spatial_dims]
         for name, value in (
             ("in_dim", in_dim),
             ("out_channels", out_channels),
@@ -40,39 +53,45 @@ class ConvDecoder(nn.Module):
             if value < 1:
                 raise ValueError(f"ConvDecoder {name} must be >= 1, got {value}")
         self.output_stride = output_stride
-        self.project = nn.Conv2d(in_dim, width, kernel_size=1)
+        self.project = conv(in_dim, width, kernel_size=1)
         stages: list[nn.Module] = []
         channels = width
         for _ in range(math.ceil(math.log2(output_stride))):
             out = max(channels // 2, MIN_WIDTH)
             stages.append(
                 nn.Sequential(
-                    nn.Conv2d(channels, out, kernel_size=3, padding=1, bias=False),
-                    nn.BatchNorm2d(out),
+                    conv(channels, out, kernel_size=3, padding=1, bias=False),
+                    norm(out),
                     nn.ReLU(inplace=True),
                 )
             )
             channels = out
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
+        self.head = conv(channels, out_channels, kernel_size=3, padding=1)
 
     @classmethod
     def for_backbone(
         cls, backbone: Backbone, width: int, out_channels: int | None = None
     ) -> ConvDecoder:
         """A decoder from ``backbone``'s feature map to its input's resolution, with
-        ``out_channels`` per pixel (default: the input's channels, i.e. images)."""
-        channels = backbone.in_channels if out_channels is None else out_channels
-        return cls(backbone.feature_dim, channels, backbone.output_stride, width)
+        ``out_channels`` per pixel or voxel (default: the input's channels, i.e. images)."""
+        return cls(
+            backbone.feature_dim,
+            backbone.in_channels if out_channels is None else out_channels,
+            backbone.output_stride,
+            width,
+            spatial_dims=backbone.spatial_dims,
+        )
 
-    def forward(self, feature_map: Tensor, size: tuple[int, int]) -> Tensor:
-        """Decode ``feature_map`` into images of spatial ``size`` ``(H, W)``."""
-        height, width = int(size[0]), int(size[1])
+    def forward(self, feature_map: Tensor, size: Sequence[int]) -> Tensor:
+        """Decode ``feature_map`` into images of spatial ``size`` ``(H, W)`` (volumes of
+        ``(D, H, W)``)."""
+        size = tuple(int(side) for side in size)
         x = self.project(feature_map)
         for i, stage in enumerate(self.stages):
             factor = 2 ** (len(self.stages) - 1 - i)
-            target = (math.ceil(height / factor), math.ceil(width / factor))
-            x = stage(F.interpolate(x, size=target, mode="bilinear", align_corners=False))
-        if x.shape[-2:] != (height, width):
-            x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+            target = tuple(math.ceil(side / factor) for side in size)
+            x = stage(F.interpolate(x, size=target, mode=self.mode, align_corners=False))
+        if tuple(x.shape[2:]) != size:
+            x = F.interpolate(x, size=size, mode=self.mode, align_corners=False)
         return self.head(x)

@@ -108,6 +108,33 @@ class ArrayDataset(Dataset):
         return image, label_of(self.targets, index)
 
 
+class TensorArrayDataset(Dataset):
+    """Samples held in one channels-first uint8 array ``(N, C, *spatial)``: volumes
+    ``(N, C, D, H, W)`` (and clips ``(N, C, T, H, W)``), which PIL cannot hold.
+
+    Items are ``(uint8 tensor (C, *spatial), label)``; the DataModule gathers whole batches
+    from the array and makes the views on the training device, so items are read one by one
+    only by plots. ``targets`` as in :class:`ArrayDataset`.
+    """
+
+    def __init__(self, samples: np.ndarray, targets: Sequence[int] | np.ndarray) -> None:
+        if samples.dtype != np.uint8 or samples.ndim < 4:
+            raise ValueError(
+                "samples must be a channels-first uint8 array (N, C, ...) with at least two "
+                f"spatial axes, got {samples.dtype} {samples.shape}."
+            )
+        if len(samples) != len(targets):
+            raise ValueError(f"{len(samples)} samples but {len(targets)} labels.")
+        self.samples = samples
+        self.targets = as_targets(targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        return torch.from_numpy(self.samples[index].copy()), label_of(self.targets, index)
+
+
 def as_targets(targets: Sequence[int] | np.ndarray) -> list[int] | np.ndarray:
     """Class ids as a list of ints; a 2-D multi-hot array as float32 ``(N, C)``."""
     if np.ndim(targets) == 2:

@@ -80,12 +80,16 @@ class FolderDataset(Dataset):
         return image, label_of(self.targets, index)
 
 
-def class_files(root: Path) -> dict[str, list[Path]]:
-    """Image files per class folder (torchvision's ``find_classes``, hidden folders left out)."""
+def class_files(
+    root: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, kind: str = "image"
+) -> dict[str, list[Path]]:
+    """Files per class folder whose name ends with one of ``extensions`` (torchvision's
+    ``find_classes``, hidden folders left out); ``kind`` names the files in messages."""
+    example = f"DIR/<class>/<{kind}>{extensions[0]}"
     if not root.is_dir():
         raise DatasetNotFoundError(
-            f"Image folder {root.resolve()} does not exist. Set data.source.root=DIR to a folder "
-            "with one sub-folder of images per class (DIR/<class>/<image>.png)."
+            f"{kind.capitalize()} folder {root.resolve()} does not exist. Set data.source.root=DIR "
+            f"to a folder with one sub-folder of {kind}s per class ({example})."
         )
     try:
         names = [name for name in find_classes(str(root))[0] if not name.startswith(".")]
@@ -95,14 +99,16 @@ def class_files(root: Path) -> dict[str, list[Path]]:
         name: sorted(
             p
             for p in (root / name).rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            if p.name.lower().endswith(tuple(extensions))
+            and not p.name.startswith(".")
+            and p.is_file()
         )
         for name in names
     }
     if not any(classes.values()):
         raise DatasetNotFoundError(
-            f"No images found in class sub-folders of {root.resolve()} (extensions: "
-            f"{', '.join(IMAGE_EXTENSIONS)}). The expected layout is DIR/<class>/<image>.png."
+            f"No {kind}s found in class sub-folders of {root.resolve()} (extensions: "
+            f"{', '.join(extensions)}). The expected layout is {example}."
         )
     return classes
 
@@ -159,6 +165,9 @@ class ImageFolder(DatasetSource):
     """
 
     in_channels = 3
+    #: The files this source reads in its class folders, and what messages call them.
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    kind = "image"
 
     def __init__(
         self,
@@ -200,7 +209,7 @@ class ImageFolder(DatasetSource):
 
     @cached_property
     def _train_files(self) -> dict[str, list[Path]]:
-        return class_files(self.root)
+        return class_files(self.root, self.extensions, self.kind)
 
     @cached_property
     def _train_rows(self) -> list[tuple[Path, list[str]]]:
@@ -240,7 +249,7 @@ class ImageFolder(DatasetSource):
             )
         return multi_hot([[index[name] for name in names] for _, names in rows], len(index))
 
-    def _build_multilabel(self, split: str) -> FolderDataset:
+    def _build_multilabel(self, split: str) -> Dataset:
         if self.test_labels_csv is not None:
             if split == "train":
                 rows, source = self._train_rows, self.labels_csv
@@ -253,14 +262,22 @@ class ImageFolder(DatasetSource):
             )
             rows = [self._train_rows[i] for i in (train if split == "train" else test)]
             source = self.labels_csv
-        return FolderDataset([f for f, _ in rows], self._multi_hot(rows, source), self.image_size)
+        return self.dataset_of([f for f, _ in rows], self._multi_hot(rows, source))
 
-    def build(self, split: str) -> FolderDataset:
+    def dataset_of(self, files: list[Path], targets: list[int] | np.ndarray) -> Dataset:
+        """The split dataset reading ``files``; subclasses read other kinds of files."""
+        return FolderDataset(files, targets, self.image_size)
+
+    def build(self, split: str) -> Dataset:
         check_split(split)
         if self.multilabel:
             return self._build_multilabel(split)
         if self.test_root is not None:
-            classes = self._train_files if split == "train" else class_files(self.test_root)
+            classes = (
+                self._train_files
+                if split == "train"
+                else class_files(self.test_root, self.extensions, self.kind)
+            )
             files, targets = self._labelled(classes)
         else:
             all_files, all_targets = self._labelled(self._train_files)
@@ -268,4 +285,4 @@ class ImageFolder(DatasetSource):
             chosen = train if split == "train" else test
             files = [all_files[i] for i in chosen]
             targets = [all_targets[i] for i in chosen]
-        return FolderDataset(files, targets, self.image_size)
+        return self.dataset_of(files, targets)
