@@ -50,3 +50,27 @@ def test_method_beats_its_random_init(case, hydra_run):
         f"{preset} {CASES[case]}: kNN top-1 {learned:.3f} after pretraining, "
         f"{untrained:.3f} untrained"
     )
+
+
+# The volume preset on few, small volumes of four solids: a guard, not a benchmark.
+EASY_VOLUMES = [
+    *(item for item in EASY if not item.startswith(("data.", "trainer.max_epochs"))),
+    "data.source.num_train=768",
+    "data.source.num_test=256",
+    "data.source.num_classes=4",
+    "data.source.image_size=20",
+    "data.batch_size=64",
+    "data.num_workers=0",
+    "trainer.max_epochs=8",
+]
+
+
+def test_simclr_learns_on_volumes(hydra_run):
+    preset = "simclr_conv3d_synthetic_volumes"
+    results = train(hydra_run("train", [f"experiment={preset}", *EASY_VOLUMES]))
+    learned = results["metrics"]["knn/top1@20"]
+    untrained = results["baselines"]["random_init"]["knn/top1@20"]
+    print(f"{preset}: kNN top-1 {learned:.3f}, untrained {untrained:.3f}")
+    assert learned >= untrained + MARGIN, (
+        f"{preset}: kNN top-1 {learned:.3f} after pretraining, {untrained:.3f} untrained"
+    )
