@@ -24,6 +24,7 @@ from sslkit.augment.volumes import (
 from sslkit.build import build_datamodule, build_method
 from sslkit.data import CorruptDataError, SyntheticVolumes, VolumeFolder
 from sslkit.data.sources.volume_folder import normalise_volume
+from sslkit.models import ConvNet3d
 from tests.conftest import BIN, run_cli
 
 TINY_VOLUMES = [
@@ -103,6 +104,37 @@ def test_a_view_without_photometric_changes_keeps_a_constant_volume():
     volumes = torch.full((3, 1, 6, 6, 6), 153, dtype=torch.uint8)  # 0.6
     for view in views.batch(volumes, torch.Generator().manual_seed(0)):
         assert torch.allclose(view, torch.full_like(view, (0.6 - 0.2) / 0.5), atol=1e-5)
+
+
+def test_inverted_views_turn_intensities_upside_down_and_keep_the_random_stream():
+    volumes = torch.full((64, 1, 6, 6, 6), 51, dtype=torch.uint8)  # 0.2
+    plain = {"gaussian_blur": 0.0, "noise": 0.0, "intensity_prob": 0.0}
+    views = simclr_volume_views(
+        image_size=6, mean=[0.0], std=[1.0], in_channels=1, invert_prob=0.5, **plain
+    )
+    (view, _) = views.batch(volumes, torch.Generator().manual_seed(0))
+    values = view.flatten(1)
+    inverted = torch.isclose(values, torch.full_like(values, 0.8), atol=1e-5).all(dim=1)
+    kept = torch.isclose(values, torch.full_like(values, 0.2), atol=1e-5).all(dim=1)
+    assert (inverted | kept).all() and 16 < int(inverted.sum()) < 48
+    # without inversion no coin is drawn: recipes that leave it at 0 keep their views
+    spec = volume_view_spec(gaussian_blur=0.5, noise=0.5)
+    first = sample_volume_view(spec, 8, torch.Generator().manual_seed(3))
+    assert not first.invert.any()
+    with pytest.raises(ValueError, match="invert_prob"):
+        volume_view_spec(gaussian_blur=0.5, noise=0.5, invert_prob=1.5)
+
+
+def test_standardized_conv3d_ignores_a_volume_s_intensity_level_and_contrast():
+    torch.manual_seed(0)
+    backbone = ConvNet3d(1, widths=[4, 8], standardize_input=True).eval()
+    x = torch.rand(2, 1, 8, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x), backbone(3 * x + 0.5), atol=1e-4)
+    plain = ConvNet3d(1, widths=[4, 8]).eval()
+    plain.load_state_dict(backbone.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(x), plain(3 * x + 0.5), atol=1e-4)
 
 
 def test_gaussian_blur_3d_keeps_sigma_zero_volumes_and_the_mean():

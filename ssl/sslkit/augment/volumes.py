@@ -54,7 +54,9 @@ class VolumeViewSpec:
     of the three axes is flipped with this probability; ``rotate_prob``: one of the 24
     rotations of a cube, uniformly; ``intensity_prob``: intensities times a factor uniform in
     ``[1 - intensity_scale, 1 + intensity_scale]`` plus a shift uniform in
-    ``[-intensity_shift, intensity_shift]`` (in [0, 1] units); ``noise_prob``: Gaussian noise of
+    ``[-intensity_shift, intensity_shift]`` (in [0, 1] units); ``invert_prob``: intensities
+    inverted (``1 - x``, so a bright solid on a dark background turns dark on bright);
+    ``noise_prob``: Gaussian noise of
     a standard deviation uniform in ``[0, noise_std]``; ``blur_prob``: Gaussian blur of a
     standard deviation (voxels) uniform in ``sigmas``.
     """
@@ -65,6 +67,7 @@ class VolumeViewSpec:
     intensity_prob: float
     intensity_scale: float
     intensity_shift: float
+    invert_prob: float
     noise_prob: float
     noise_std: float
     blur_prob: float
@@ -77,13 +80,15 @@ class VolumeViewParams:
 
     ``theta`` is the ``(n, 3, 4)`` affine of ``F.affine_grid`` (output to input coordinates,
     normalised to [-1, 1], axes in x=W, y=H, z=D order) holding crop, flips and rotation;
-    ``scale`` and ``shift`` the intensity change, ``noise`` the noise's standard deviation
+    ``scale`` and ``shift`` the intensity change, ``invert`` whether intensities are inverted,
+    ``noise`` the noise's standard deviation
     and ``sigma`` the blur's (0: none).
     """
 
     theta: Tensor
     scale: Tensor
     shift: Tensor
+    invert: Tensor
     noise: Tensor
     sigma: Tensor
 
@@ -131,7 +136,15 @@ def sample_volume_view(
     noise = torch.where(noisy, _uniform(n, 0.0, spec.noise_std, generator), 0.0).float()
     blurred = _coin(n, spec.blur_prob, generator)
     sigma = torch.where(blurred, _uniform(n, *spec.sigmas, generator), 0.0).float()
-    return VolumeViewParams(theta=theta, scale=scale, shift=shift, noise=noise, sigma=sigma)
+    # drawn last and only when used, so recipes without inversion keep their random stream
+    invert = (
+        _coin(n, spec.invert_prob, generator)
+        if spec.invert_prob > 0
+        else torch.zeros(n, dtype=torch.bool)
+    )
+    return VolumeViewParams(
+        theta=theta, scale=scale, shift=shift, invert=invert, noise=noise, sigma=sigma
+    )
 
 
 def gaussian_blur_3d(volumes: Tensor, sigma: Tensor) -> Tensor:
@@ -170,6 +183,8 @@ def render_volume_view(
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     broadcast = (-1, 1, 1, 1, 1)
     x = x * params.scale.to(device).view(broadcast) + params.shift.to(device).view(broadcast)
+    if bool(params.invert.any()):
+        x = torch.where(params.invert.to(device).view(broadcast), 1 - x, x)
     if bool((params.noise > 0).any()):
         noise = torch.randn(x.shape, generator=generator) * params.noise.view(broadcast)
         x = x + noise.to(device)
@@ -240,6 +255,7 @@ def volume_view_spec(
     intensity_prob: float = 0.8,
     intensity_scale: float = 0.4,
     intensity_shift: float = 0.2,
+    invert_prob: float = 0.0,
     noise_std: float = 0.1,
     sigmas: Sequence[float] = (0.1, 1.5),
     suffix: str = "",
@@ -253,6 +269,7 @@ def volume_view_spec(
         "flip_prob": flip_prob,
         "rotate_prob": rotate_prob,
         "intensity_prob": intensity_prob,
+        "invert_prob": invert_prob,
         f"gaussian_blur{suffix}": gaussian_blur,
         f"noise{suffix}": noise,
     }
@@ -276,6 +293,7 @@ def volume_view_spec(
         intensity_prob=float(intensity_prob),
         intensity_scale=float(intensity_scale),
         intensity_shift=float(intensity_shift),
+        invert_prob=float(invert_prob),
         noise_prob=float(noise),
         noise_std=float(noise_std),
         blur_prob=float(gaussian_blur),

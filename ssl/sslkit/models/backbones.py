@@ -149,7 +149,12 @@ class ConvNet3d(Backbone):
     per stage conv-BN-ReLU twice with 3x3x3 kernels, then stride 2 along all three axes.
 
     Channels-last by default: on CPUs (oneDNN) its 3-D convolutions train about twice as fast
-    in that layout as in the contiguous one (see :meth:`Backbone.set_channels_last`)."""
+    in that layout as in the contiguous one (see :meth:`Backbone.set_channels_last`).
+
+    ``standardize_input``: z-score every input volume over all its voxels and channels before
+    the first convolution (per-volume intensity normalisation, as is usual for MRI), so that a
+    volume's intensity level and contrast, which vary per scan, cannot serve as features; applied
+    alike in training and evaluation."""
 
     spatial_dims = 3
 
@@ -158,6 +163,7 @@ class ConvNet3d(Backbone):
         in_channels: int = 1,
         widths: Sequence[int] = (16, 32, 64),
         channels_last: bool = True,
+        standardize_input: bool = False,
     ) -> None:
         super().__init__()
         _check_in_channels(in_channels)
@@ -167,9 +173,14 @@ class ConvNet3d(Backbone):
         self.in_channels = in_channels
         self.feature_dim = int(widths[-1])
         self.output_stride = 2 ** (len(widths) - 1)
+        self.standardize_input = bool(standardize_input)
         self.set_channels_last(channels_last)
 
     def forward_spatial(self, x: Tensor) -> Tensor:
+        if self.standardize_input:
+            axes = tuple(range(1, x.ndim))
+            std, mean = torch.std_mean(x, dim=axes, keepdim=True)
+            x = (x - mean) / (std + 1e-5)
         return self.stages(x)
 
 
