@@ -44,11 +44,15 @@ def _probe_accuracy(train: np.ndarray, train_y, test: np.ndarray, test_y) -> flo
     return float((predicted == torch.tensor(test_y)).float().mean())
 
 
-def test_one_frame_does_not_tell_the_motion_but_two_do() -> None:
+@pytest.mark.parametrize("colours", [True, False])
+def test_one_frame_does_not_tell_the_motion_but_two_do(colours: bool) -> None:
     """A linear probe on the pixels of one frame stays near chance (1/4); on the difference of
     two frames a few apart it does better, so the class lives in the motion (the raw difference
-    is a weak motion cue for a linear probe, hence the modest margin)."""
-    source = SyntheticClips(num_train=1000, num_test=500, image_size=16, num_frames=8)
+    is a weak motion cue for a linear probe, hence the modest margin). With and without the
+    random colours (``colours=False``, the synthetic presets)."""
+    source = SyntheticClips(
+        num_train=1000, num_test=500, image_size=16, num_frames=8, colours=colours
+    )
     train, test = source.build("train"), source.build("test")
 
     def frame(split, t: int) -> np.ndarray:
@@ -62,7 +66,7 @@ def test_one_frame_does_not_tell_the_motion_but_two_do() -> None:
         test.targets,
     )
     assert one < 0.33, one
-    assert moved > one + 0.05, (one, moved)  # measured: 0.246 and 0.356
+    assert moved > one + 0.05, (one, moved)  # measured with colours: 0.246 and 0.356
 
 
 def _views(**overrides):
@@ -97,6 +101,25 @@ def test_clip_views_are_clips_at_their_own_times_with_one_flip_per_clip() -> Non
     first, second = starts[:64], starts[64:]
     assert any(a != b for a, b in zip(first, second, strict=True)), "views start at own times"
     assert set(starts) == set(range(5)), "every start that fits is drawn"
+
+
+def test_clip_views_draw_their_stride_per_clip() -> None:
+    """With ``strides``, each clip takes its frames at its own stride (a different apparent
+    speed per clip), every clip fits the video, and both strides are drawn."""
+    frame_ids = torch.arange(12, dtype=torch.uint8).view(1, 1, 12, 1, 1)
+    videos = frame_ids.expand(256, 3, 12, 8, 8).contiguous()
+    recipe = functools.partial(simclr_views, min_scale=1.0, cj_prob=0.0, random_gray_scale=0.0)
+    geometry = {"image_size": 8, "mean": [0.0] * 3, "std": [1 / 255] * 3, "in_channels": 3}
+    views = clip_views(views=recipe, frames=4, stride=2, strides=[2, 3], **geometry)
+    found = set()
+    for view in views.batch(videos, generator=torch.Generator().manual_seed(0)):
+        frames = view[:, 0, :, 0, 0].round().long()  # the frame index each clip frame shows
+        steps = frames.diff(dim=1)
+        assert (steps == steps[:, :1]).all() and frames.min() >= 0 and frames.max() <= 11
+        found |= set(steps[:, 0].tolist())
+    assert found == {2, 3}
+    with pytest.raises(ValueError, match="spans 13 frames but the videos have 12"):
+        clip_views(views=recipe, frames=4, stride=2, strides=[4], **geometry).batch(videos)
 
 
 def test_clip_views_follow_the_seed() -> None:

@@ -72,11 +72,21 @@ class ClipViews:
 
     backend = "batched"
 
-    def __init__(self, views: Views, *, frames: int, stride: int) -> None:
+    def __init__(
+        self,
+        views: Views,
+        *,
+        frames: int,
+        stride: int,
+        strides: Sequence[int] | None = None,
+    ) -> None:
         check_clip(frames, stride)
+        for value in strides or ():
+            check_clip(frames, value)
         self.views = views
         self.frames = int(frames)
         self.stride = int(stride)
+        self.strides = [int(value) for value in strides] if strides else [self.stride]
         self.image_size = views.image_size
         self.in_channels = views.in_channels
 
@@ -92,17 +102,23 @@ class ClipViews:
                 f"{tuple(videos.shape)}."
             )
         n, channels, num_frames, height, width = videos.shape
-        check_clip(self.frames, self.stride, num_frames)
-        span = clip_span(self.frames, self.stride)
-        offsets = torch.arange(self.frames) * self.stride
+        for stride in self.strides:
+            check_clip(self.frames, stride, num_frames)
+        choices = torch.tensor(self.strides)
+        offsets = torch.arange(self.frames)
         mean = torch.tensor(self.views.mean, device=videos.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(self.views.std, device=videos.device).view(1, -1, 1, 1, 1)
         by_frame = videos.transpose(1, 2)  # (B, F, C, H, W)
         size = self.image_size
         out = []
         for spec in self.views.specs:
-            starts = torch.randint(0, num_frames - span + 1, (n,), generator=generator)
-            index = (starts[:, None] + offsets).to(videos.device)
+            if len(self.strides) == 1:
+                strides = choices.expand(n)
+            else:
+                strides = choices[torch.randint(0, len(choices), (n,), generator=generator)]
+            last = num_frames - (self.frames - 1) * strides  # starts that fit, per clip
+            starts = (torch.rand(n, generator=generator) * last).long()
+            index = (starts[:, None] + offsets * strides[:, None]).to(videos.device)
             rows = torch.arange(n, device=videos.device)[:, None]
             clips = by_frame[rows, index].reshape(n * self.frames, channels, height, width)
             if spec is None:
@@ -117,7 +133,7 @@ class ClipViews:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(frames={self.frames}, stride={self.stride}, "
-            f"views={self.views!r})"
+            f"strides={self.strides}, views={self.views!r})"
         )
 
 
@@ -130,9 +146,13 @@ def clip_views(
     in_channels: int,
     frames: int,
     stride: int,
+    strides: Sequence[int] | None = None,
 ) -> ClipViews:
     """Clip views with the spatial recipe ``views`` (an image view factory, e.g. a partial of
     :func:`~sslkit.augment.simclr_views` or :func:`~sslkit.augment.byol_views`), its
-    distribution per clip; ``frames`` and ``stride`` come from the DataModule."""
+    distribution per clip; ``frames`` and ``stride`` come from the DataModule. ``strides``: each
+    training clip draws its frame stride from this list (a different apparent speed per clip, so
+    speed stops being a cue the two clips of a video share); default: ``stride`` for all.
+    Evaluation clips keep ``data.stride``."""
     spatial = views(image_size=image_size, mean=mean, std=std, in_channels=in_channels)
-    return ClipViews(spatial, frames=frames, stride=stride)
+    return ClipViews(spatial, frames=frames, stride=stride, strides=strides)

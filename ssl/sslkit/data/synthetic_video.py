@@ -34,6 +34,8 @@ SCALE_PERIOD = (8.0, 14.0)  # frames per grow-and-shrink cycle
 SCALE_AMPLITUDE = 0.4  # of the mean radius
 ORBIT_RADIUS = (0.06, 0.12)  # of the frame side
 ORBIT_TURN = (20.0, 35.0)  # degrees along the orbit per frame
+#: Grey levels of the shape and of the two ends of the background gradient without colours.
+PLAIN_COLOURS = (220.0, 40.0, 60.0)
 
 
 def _bounce(position: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -50,12 +52,17 @@ def render_motions(
     num_frames: int,
     shapes: Sequence[str],
     rng: np.random.Generator,
+    colours: bool = True,
 ) -> np.ndarray:
-    """One ``(3, F, H, W)`` uint8 video per motion id in ``labels``; randomness from ``rng``."""
+    """One ``(3, F, H, W)`` uint8 video per motion id in ``labels``; randomness from ``rng``.
+    ``colours=False``: every video has the same colours (:data:`PLAIN_COLOURS`)."""
     n, size, frames = len(labels), image_size, num_frames
     specs = [SHAPES[name]() for name in shapes]
     kind = rng.integers(0, len(specs), n)
-    fg, bg0, bg1 = _sample_colours(rng, n)
+    if colours:
+        fg, bg0, bg1 = _sample_colours(rng, n)
+    else:
+        fg, bg0, bg1 = (np.full((n, 3), value) for value in PLAIN_COLOURS)
     base = rng.uniform(MIN_RADIUS, MAX_RADIUS, n) * size
     reach = base * (1 + SCALE_AMPLITUDE)  # no shape ever leaves the frame
     orbit = rng.uniform(*ORBIT_RADIUS, n) * size
@@ -116,6 +123,9 @@ def render_motions(
 class SyntheticClips(DatasetSource):
     """Balanced videos of ``num_classes`` motions (the first of ``MOTIONS``), RGB.
 
+    ``colours``: random colours per video (shape, background and its gradient), a nuisance;
+    ``False`` paints every video alike (light-grey shape on a dark-grey gradient).
+
     Each video has ``num_frames`` frames of ``image_size`` px, long enough for two clips at
     different times. Deterministic for a ``seed``; train and test are drawn from different
     derived seeds and generated once, on first use, into one uint8 tensor per split.
@@ -132,6 +142,7 @@ class SyntheticClips(DatasetSource):
         num_frames: int = 16,
         num_classes: int = len(MOTIONS),
         shapes: Sequence[str] = CLIP_SHAPES,
+        colours: bool = True,
         seed: int = 0,
     ) -> None:
         if not 2 <= num_classes <= len(MOTIONS):
@@ -158,6 +169,7 @@ class SyntheticClips(DatasetSource):
         self.num_frames = int(num_frames)
         self.num_classes = int(num_classes)
         self.shapes = list(shapes)
+        self.colours = bool(colours)
         self.seed = int(seed)
         self.class_names = list(MOTIONS[: self.num_classes])
         self._splits: dict[str, TensorArrayDataset] = {}
@@ -174,6 +186,7 @@ class SyntheticClips(DatasetSource):
                 num_frames=self.num_frames,
                 shapes=self.shapes,
                 rng=rng,
+                colours=self.colours,
             )
             self._splits[split] = TensorArrayDataset(videos, labels.tolist())
         return self._splits[split]
