@@ -50,11 +50,22 @@ def test_compare_runs_on_a_tiny_sweep(tiny_sweep: Path, tmp_path: Path, monkeypa
 def test_inpainting_shows_the_reconstructions_of_a_tiny_checkpoint(
     hydra_run, tmp_path: Path, monkeypatch
 ) -> None:
-    train(hydra_run("train", [*TINY, "experiment=inpainting_convnet_synthetic", "baselines=[]"]))
+    preset = ["experiment=inpainting_convnet_synthetic", "baselines=[]"]
+    train(hydra_run("train", [*TINY, *preset, "method.target=pixels"]))
     monkeypatch.setenv("SSLKIT_INPAINT_CKPT", str(tmp_path / "checkpoints" / "last.ckpt"))
     output, images = execute("inpainting", tmp_path)
     assert "inpainting/masked_mse: " in output and "inpainting/psnr: " in output
     assert "reconstructions.png" in output and images == 1
+
+
+def test_inpainting_skips_a_checkpoint_without_pixel_targets(
+    hydra_run, tmp_path: Path, monkeypatch
+) -> None:
+    train(hydra_run("train", [*TINY, "experiment=inpainting_convnet_synthetic", "baselines=[]"]))
+    monkeypatch.setenv("SSLKIT_INPAINT_CKPT", str(tmp_path / "checkpoints" / "last.ckpt"))
+    output, images = execute("inpainting", tmp_path)
+    assert "predicts hog targets, not pixels" in output and "Skipping." in output
+    assert images == 0
 
 
 def test_inpainting_skips_without_a_checkpoint(tmp_path: Path, monkeypatch) -> None:
