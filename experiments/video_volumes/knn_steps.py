@@ -3,7 +3,9 @@ the centre clips every K steps (constant learning rate, no Lightning, no baselin
 
     python experiments/video_volumes/knn_steps.py STEPS EVERY [hydra overrides...]
 
-Environment: SEED (default 0); FIXED_COLOURS=1 paints every video with the same grey levels
+Environment: PRESET (default ``simclr_conv3d_synthetic_video``; a BYOL preset's teacher follows
+the student after every step with the preset's momentum schedule over STEPS); SEED (default 0);
+FIXED_COLOURS=1 paints every video with the same grey levels
 (before ``data.source.colours`` existed); FIXED_SIZE=1 gives every shape the same radius.
 """
 
@@ -36,7 +38,7 @@ def main() -> None:
         synthetic_video.MIN_RADIUS = synthetic_video.MAX_RADIUS = 0.22
     register_configs()
     with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
-        preset = "experiment=simclr_conv3d_synthetic_video"
+        preset = "experiment=" + os.environ.get("PRESET", "simclr_conv3d_synthetic_video")
         cfg = compose("train", overrides=[preset, "logger=none", *overrides])
     torch.manual_seed(int(os.environ.get("SEED", 0)))
     data = build_datamodule(cfg)
@@ -74,6 +76,8 @@ def main() -> None:
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            if hasattr(method, "update_teacher"):  # BYOL: the EMA step Lightning would run
+                method.update_teacher(step, steps)
             step += 1
             if step % every == 0 or step == steps:
                 took = cpu() - start
