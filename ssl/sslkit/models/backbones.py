@@ -101,6 +101,9 @@ class ResNet(Backbone):
 class ConvNet(Backbone):
     """A small VGG-style convnet for CPU runs: per stage conv-BN-ReLU twice, then stride 2."""
 
+    # Convolution and normalisation of a stage; the 3-D subclass swaps them.
+    _layers: tuple[type[nn.Module], type[nn.Module]] = (nn.Conv2d, nn.BatchNorm2d)
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -110,8 +113,8 @@ class ConvNet(Backbone):
         super().__init__()
         _check_in_channels(in_channels)
         if not widths:
-            raise ValueError("ConvNet needs at least one stage width")
-        self.stages = _conv_stages(nn.Conv2d, nn.BatchNorm2d, in_channels, widths)
+            raise ValueError(f"{type(self).__name__} needs at least one stage width")
+        self.stages = _conv_stages(*self._layers, in_channels, widths)
         self.in_channels = in_channels
         self.feature_dim = int(widths[-1])
         self.output_stride = 2 ** (len(widths) - 1)
@@ -144,7 +147,7 @@ def _conv_stages(
     return nn.Sequential(*stages)
 
 
-class ConvNet3d(Backbone):
+class ConvNet3d(ConvNet):
     """The 3-D twin of :class:`ConvNet` for volumes and clips ``(B, C, D, H, W)`` on CPU:
     per stage conv-BN-ReLU twice with 3x3x3 kernels, then stride 2 along all three axes.
 
@@ -157,6 +160,7 @@ class ConvNet3d(Backbone):
     alike in training and evaluation."""
 
     spatial_dims = 3
+    _layers = (nn.Conv3d, nn.BatchNorm3d)
 
     def __init__(
         self,
@@ -165,16 +169,8 @@ class ConvNet3d(Backbone):
         channels_last: bool = True,
         standardize_input: bool = False,
     ) -> None:
-        super().__init__()
-        _check_in_channels(in_channels)
-        if not widths:
-            raise ValueError("ConvNet3d needs at least one stage width")
-        self.stages = _conv_stages(nn.Conv3d, nn.BatchNorm3d, in_channels, widths)
-        self.in_channels = in_channels
-        self.feature_dim = int(widths[-1])
-        self.output_stride = 2 ** (len(widths) - 1)
+        super().__init__(in_channels, widths, channels_last)
         self.standardize_input = bool(standardize_input)
-        self.set_channels_last(channels_last)
 
     def forward_spatial(self, x: Tensor) -> Tensor:
         if self.standardize_input:
