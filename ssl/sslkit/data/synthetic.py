@@ -10,11 +10,13 @@ Shapes are chosen to stay distinct under any rotation (no square *and* diamond).
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import numpy as np
 from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
 
 from sslkit.data.sources.base import ArrayDataset, DatasetSource, check_split, multi_hot
 
@@ -222,7 +224,56 @@ def render_shapes(
     return images
 
 
-class SyntheticShapes(DatasetSource):
+class GeneratedSource(DatasetSource):
+    """What the generated datasets share: a check that every class fits in both splits, one
+    balanced, shuffled draw of labels per split from a seed derived from ``seed`` (train and
+    test from different ones), each split generated once on first use by :meth:`generate`, and
+    ``mean``/``std`` from the train split (:meth:`_train_stats`)."""
+
+    # The train split draws from [seed, seed_salt], the test split from [seed, seed_salt + 1].
+    seed_salt = 1
+
+    def _set_sizes(self, num_train: int, num_test: int, num_classes: int, seed: int) -> None:
+        if min(num_train, num_test) < num_classes:
+            raise ValueError(
+                f"num_train={num_train} and num_test={num_test} must each be at least "
+                f"num_classes={num_classes} so that every class appears in both splits."
+            )
+        self.num_train = int(num_train)
+        self.num_test = int(num_test)
+        self.num_classes = int(num_classes)
+        self.seed = int(seed)
+        self._splits: dict[str, Dataset] = {}
+
+    def build(self, split: str) -> Dataset:
+        check_split(split)
+        if split not in self._splits:
+            size = self.num_train if split == "train" else self.num_test
+            rng = np.random.default_rng([self.seed, self.seed_salt + (split == "test")])
+            labels = rng.permutation(np.arange(size) % self.num_classes)
+            self._splits[split] = self.generate(labels, rng)
+        return self._splits[split]
+
+    @abstractmethod
+    def generate(self, labels: np.ndarray, rng: np.random.Generator) -> Dataset:
+        """The samples of one split, class ``labels[i]`` for sample ``i``, drawn from ``rng``."""
+
+    @abstractmethod
+    def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and standard deviation of the train split, in [0, 1] units."""
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean of the train split (generates it if needed)."""
+        return self._train_stats[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel standard deviation of the train split (generates it if needed)."""
+        return self._train_stats[1]
+
+
+class SyntheticShapes(GeneratedSource):
     """Balanced images of ``num_classes`` shape kinds (the first of ``SHAPE_NAMES``), RGB.
 
     Deterministic for a ``seed``; train and test are drawn from different derived seeds.
@@ -252,11 +303,7 @@ class SyntheticShapes(DatasetSource):
                 f"num_classes must be between 2 and {len(SHAPES)} (the shapes available: "
                 f"{', '.join(SHAPE_NAMES)}), got {num_classes}."
             )
-        if min(num_train, num_test) < num_classes:
-            raise ValueError(
-                f"num_train={num_train} and num_test={num_test} must each be at least "
-                f"num_classes={num_classes} so that every class appears in both splits."
-            )
+        self._set_sizes(num_train, num_test, num_classes, seed)
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size}.")
         self.multilabel = bool(multilabel)
@@ -273,28 +320,15 @@ class SyntheticShapes(DatasetSource):
                 f"{self.grid}x{self.grid} grid, which needs image_size >= {8 * self.grid}, "
                 f"got {image_size}."
             )
-        self.num_train = int(num_train)
-        self.num_test = int(num_test)
         self.image_size = int(image_size)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
         self.class_names = SHAPE_NAMES[: self.num_classes]
-        self._splits: dict[str, ArrayDataset] = {}
 
-    def build(self, split: str) -> ArrayDataset:
-        check_split(split)
-        if split not in self._splits:
-            size = self.num_train if split == "train" else self.num_test
-            rng = np.random.default_rng([self.seed, 1 + (split == "test")])
-            labels = rng.permutation(np.arange(size) % self.num_classes)
-            if not self.multilabel:
-                images = render_shapes(labels, self.image_size, rng)
-                self._splits[split] = ArrayDataset(images, labels.tolist())
-                return self._splits[split]
-            shape_sets = self._shape_sets(labels, rng)
-            images = render_shapes(shape_sets, self.image_size, rng, grid=self.grid)
-            self._splits[split] = ArrayDataset(images, multi_hot(shape_sets, self.num_classes))
-        return self._splits[split]
+    def generate(self, labels: np.ndarray, rng: np.random.Generator) -> ArrayDataset:
+        if not self.multilabel:
+            return ArrayDataset(render_shapes(labels, self.image_size, rng), labels.tolist())
+        shape_sets = self._shape_sets(labels, rng)
+        images = render_shapes(shape_sets, self.image_size, rng, grid=self.grid)
+        return ArrayDataset(images, multi_hot(shape_sets, self.num_classes))
 
     def _shape_sets(self, first: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
         """``first[i]`` plus up to ``max_shapes_per_image - 1`` other distinct random shapes."""
@@ -311,13 +345,3 @@ class SyntheticShapes(DatasetSource):
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         pixels = self.build("train").images.reshape(-1, 3).astype(np.float64) / 255
         return tuple(pixels.mean(0).round(4).tolist()), tuple(pixels.std(0).round(4).tolist())
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        """Per-channel mean of the train split (generates it if needed)."""
-        return self._train_stats[0]
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        """Per-channel standard deviation of the train split (generates it if needed)."""
-        return self._train_stats[1]

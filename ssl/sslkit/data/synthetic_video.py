@@ -21,8 +21,14 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from sslkit.data.sources.base import DatasetSource, TensorArrayDataset, check_split
-from sslkit.data.synthetic import NOISE_STD, SHAPES, _sample_colours, _shape_mask
+from sslkit.data.sources.base import TensorArrayDataset
+from sslkit.data.synthetic import (
+    NOISE_STD,
+    SHAPES,
+    GeneratedSource,
+    _sample_colours,
+    _shape_mask,
+)
 
 MOTIONS = ("translation", "rotation", "scaling", "orbit")
 #: Shapes whose rotation is visible (no circle or ring) and that differ from each other.
@@ -120,7 +126,7 @@ def render_motions(
     return videos
 
 
-class SyntheticClips(DatasetSource):
+class SyntheticClips(GeneratedSource):
     """Balanced videos of ``num_classes`` motions (the first of ``MOTIONS``), RGB.
 
     ``colours``: random colours per video (shape, background and its gradient), a nuisance;
@@ -133,6 +139,8 @@ class SyntheticClips(DatasetSource):
 
     name = "synthetic_video"
     in_channels = 3
+
+    seed_salt = 11
 
     def __init__(
         self,
@@ -153,43 +161,28 @@ class SyntheticClips(DatasetSource):
         unknown = sorted(set(shapes) - set(SHAPES))
         if unknown or not shapes:
             raise ValueError(f"shapes must be a non-empty list of {sorted(SHAPES)}, got {shapes}.")
-        if min(num_train, num_test) < num_classes:
-            raise ValueError(
-                f"num_train={num_train} and num_test={num_test} must each be at least "
-                f"num_classes={num_classes} so that every class appears in both splits."
-            )
+        self._set_sizes(num_train, num_test, num_classes, seed)
         if image_size < 8 or num_frames < 2:
             raise ValueError(
                 f"videos need image_size >= 8 and num_frames >= 2, got {image_size} and "
                 f"{num_frames}."
             )
-        self.num_train = int(num_train)
-        self.num_test = int(num_test)
         self.image_size = int(image_size)
         self.num_frames = int(num_frames)
-        self.num_classes = int(num_classes)
         self.shapes = list(shapes)
         self.colours = bool(colours)
-        self.seed = int(seed)
         self.class_names = list(MOTIONS[: self.num_classes])
-        self._splits: dict[str, TensorArrayDataset] = {}
 
-    def build(self, split: str) -> TensorArrayDataset:
-        check_split(split)
-        if split not in self._splits:
-            size = self.num_train if split == "train" else self.num_test
-            rng = np.random.default_rng([self.seed, 11 + (split == "test")])
-            labels = rng.permutation(np.arange(size) % self.num_classes)
-            videos = render_motions(
-                labels,
-                image_size=self.image_size,
-                num_frames=self.num_frames,
-                shapes=self.shapes,
-                rng=rng,
-                colours=self.colours,
-            )
-            self._splits[split] = TensorArrayDataset(videos, labels.tolist())
-        return self._splits[split]
+    def generate(self, labels: np.ndarray, rng: np.random.Generator) -> TensorArrayDataset:
+        videos = render_motions(
+            labels,
+            image_size=self.image_size,
+            num_frames=self.num_frames,
+            shapes=self.shapes,
+            rng=rng,
+            colours=self.colours,
+        )
+        return TensorArrayDataset(videos, labels.tolist())
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -197,13 +190,3 @@ class SyntheticClips(DatasetSource):
         pixels = videos.transpose(0, 1).reshape(3, -1).double() / 255
         mean, std = pixels.mean(dim=1), pixels.std(dim=1)
         return tuple(mean.round(decimals=4).tolist()), tuple(std.round(decimals=4).tolist())
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        """Per-channel mean of the train split (generates it if needed)."""
-        return self._train_stats[0]
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        """Per-channel standard deviation of the train split (generates it if needed)."""
-        return self._train_stats[1]

@@ -15,7 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
-from sslkit.data.sources.base import DatasetSource, TensorArrayDataset, check_split
+from sslkit.data.sources.base import TensorArrayDataset
+from sslkit.data.synthetic import GeneratedSource
 
 MIN_RADIUS, MAX_RADIUS = 0.45, 0.75  # of the half side (coordinates in [-1, 1])
 MIN_CONTRAST = 0.35  # between the solid's and the background's intensity, in 0..1 units
@@ -124,7 +125,7 @@ def render_volumes(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
     return volumes
 
 
-class SyntheticVolumes(DatasetSource):
+class SyntheticVolumes(GeneratedSource):
     """Balanced volumes of ``num_classes`` solids (the first of ``SOLID_NAMES``), one channel,
     ``image_size`` voxels per side.
 
@@ -148,42 +149,16 @@ class SyntheticVolumes(DatasetSource):
                 f"num_classes must be between 2 and {len(SOLIDS)} (the solids available: "
                 f"{', '.join(SOLID_NAMES)}), got {num_classes}."
             )
-        if min(num_train, num_test) < num_classes:
-            raise ValueError(
-                f"num_train={num_train} and num_test={num_test} must each be at least "
-                f"num_classes={num_classes} so that every class appears in both splits."
-            )
+        self._set_sizes(num_train, num_test, num_classes, seed)
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 voxels, got {image_size}.")
-        self.num_train = int(num_train)
-        self.num_test = int(num_test)
         self.image_size = int(image_size)
-        self.num_classes = int(num_classes)
-        self.seed = int(seed)
         self.class_names = SOLID_NAMES[: self.num_classes]
-        self._splits: dict[str, TensorArrayDataset] = {}
 
-    def build(self, split: str) -> TensorArrayDataset:
-        check_split(split)
-        if split not in self._splits:
-            size = self.num_train if split == "train" else self.num_test
-            rng = np.random.default_rng([self.seed, 1 + (split == "test")])
-            labels = rng.permutation(np.arange(size) % self.num_classes)
-            volumes = render_volumes(labels, self.image_size, rng)
-            self._splits[split] = TensorArrayDataset(volumes, labels.tolist())
-        return self._splits[split]
+    def generate(self, labels: np.ndarray, rng: np.random.Generator) -> TensorArrayDataset:
+        return TensorArrayDataset(render_volumes(labels, self.image_size, rng), labels.tolist())
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         voxels = self.build("train").samples.astype(np.float64) / 255
         return (round(float(voxels.mean()), 4),), (round(float(voxels.std()), 4),)
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        """Mean intensity of the train split (generates it if needed)."""
-        return self._train_stats[0]
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        """Standard deviation of the train split's intensities (generates it if needed)."""
-        return self._train_stats[1]
