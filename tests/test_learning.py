@@ -32,6 +32,7 @@ MARGIN = 0.10
 
 CASES = {
     "simclr": [],
+    "byol": ["trainer.max_epochs=32"],  # starts slowly: 512 steps
     "pairwise": [],
     "triplet": [],
     "inpainting": ["trainer.max_epochs=16"],  # starts slowly: 256 steps
@@ -39,17 +40,21 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_method_beats_its_random_init(case, hydra_run):
-    preset = f"{case.split('_')[0]}_convnet_synthetic"
-    results = train(hydra_run("train", [f"experiment={preset}", *EASY, *CASES[case]]))
+def assert_learns(hydra_run, preset: str, overrides: list[str], margin: float = MARGIN) -> None:
+    """Train ``preset`` with ``overrides``; its kNN@20 must beat its random init by ``margin``."""
+    results = train(hydra_run("train", [f"experiment={preset}", *overrides]))
     learned = results["metrics"]["knn/top1@20"]
     untrained = results["baselines"]["random_init"]["knn/top1@20"]
-    print(f"{case}: kNN top-1 {learned:.3f}, untrained {untrained:.3f}")
-    assert learned >= untrained + MARGIN, (
-        f"{preset} {CASES[case]}: kNN top-1 {learned:.3f} after pretraining, "
+    print(f"{preset}: kNN top-1 {learned:.3f}, untrained {untrained:.3f}")
+    assert learned >= untrained + margin, (
+        f"{preset} {overrides}: kNN top-1 {learned:.3f} after pretraining, "
         f"{untrained:.3f} untrained"
     )
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_method_beats_its_random_init(case, hydra_run):
+    assert_learns(hydra_run, f"{case.split('_')[0]}_convnet_synthetic", [*EASY, *CASES[case]])
 
 
 # The volume preset on few, small volumes of four solids: a guard, not a benchmark.
@@ -66,11 +71,22 @@ EASY_VOLUMES = [
 
 
 def test_simclr_learns_on_volumes(hydra_run):
-    preset = "simclr_conv3d_synthetic_volumes"
-    results = train(hydra_run("train", [f"experiment={preset}", *EASY_VOLUMES]))
-    learned = results["metrics"]["knn/top1@20"]
-    untrained = results["baselines"]["random_init"]["knn/top1@20"]
-    print(f"{preset}: kNN top-1 {learned:.3f}, untrained {untrained:.3f}")
-    assert learned >= untrained + MARGIN, (
-        f"{preset}: kNN top-1 {learned:.3f} after pretraining, {untrained:.3f} untrained"
-    )
+    assert_learns(hydra_run, "simclr_conv3d_synthetic_volumes", EASY_VOLUMES)
+
+
+# The BYOL video preset on fewer videos for 240 steps (it z-scores every clip at the input).
+EASY_VIDEO = [
+    *(item for item in EASY if not item.startswith(("data.", "trainer.max_epochs"))),
+    "data.source.num_train=512",
+    "data.source.num_test=256",
+    "data.num_workers=0",
+    "trainer.max_epochs=30",
+]
+# A wider margin: with BYOL's loss replaced by a constant this run still ended 15 points above
+# the untrained encoder (0.480 vs 0.328: batch-norm statistics and the teacher's updates alone),
+# and at 0.723 when it learns.
+VIDEO_MARGIN = 0.25
+
+
+def test_byol_learns_on_video(hydra_run):
+    assert_learns(hydra_run, "byol_conv3d_synthetic_video", EASY_VIDEO, VIDEO_MARGIN)
