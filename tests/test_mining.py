@@ -50,7 +50,8 @@ def test_semihard_negatives_lie_beyond_the_positive_within_the_margin():
     anchor, positive, negative = mine_triplets(
         embeddings, identity, "semihard", margin, generator=generator
     )
-    assert 0 < len(anchor) < len(embeddings)
+    pairs = int(((identity[:, None] == identity) & ~torch.eye(len(identity), dtype=bool)).sum())
+    assert 0 < len(anchor) < pairs
     for a, p, n in zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True):
         d_ap = distance[a, p]
         window = (identity != identity[a]) & (distance[a] > d_ap) & (distance[a] < d_ap + margin)
@@ -59,22 +60,49 @@ def test_semihard_negatives_lie_beyond_the_positive_within_the_margin():
         assert distance[a, n] == distance[a][window].min()
 
 
-def test_random_mining_draws_every_valid_positive_and_negative():
+def test_every_anchor_positive_pair_gets_a_triplet():
+    embeddings, identity, _ = _labelled_batch(seed=3, count=12, classes=3)
+    pairs = {
+        (a, p)
+        for a in range(len(identity))
+        for p in range(len(identity))
+        if a != p and identity[a] == identity[p]
+    }
+    for mining in ("random", "hard"):
+        anchor, positive, negative = mine_triplets(embeddings, identity, mining)
+        assert set(zip(anchor.tolist(), positive.tolist(), strict=True)) == pairs
+        assert len(anchor) == len(pairs)
+        assert (identity[negative] != identity[anchor]).all()
+
+
+def test_random_mining_draws_every_negative_independently_per_pair():
     embeddings, identity, _ = _labelled_batch(seed=2, count=12, classes=3)
     generator = torch.Generator().manual_seed(0)
-    seen_positives, seen_negatives = set(), set()
+    seen_negatives, differ = set(), False
     for _ in range(200):
         anchor, positive, negative = mine_triplets(
             embeddings, identity, "random", generator=generator
         )
-        assert anchor[0] == 0
         assert (identity[positive] == identity[anchor]).all() and (positive != anchor).all()
         assert (identity[negative] != identity[anchor]).all()
-        seen_positives.add(positive[0].item())
-        seen_negatives.add(negative[0].item())
-    same = set(torch.nonzero(identity == identity[0]).flatten().tolist()) - {0}
-    assert seen_positives == same
+        first = anchor == 0
+        seen_negatives.update(negative[first].tolist())
+        differ |= len(set(negative[first].tolist())) > 1
     assert seen_negatives == set(torch.nonzero(identity != identity[0]).flatten().tolist())
+    assert differ  # the pairs of one anchor draw their negatives independently
+
+
+def test_mining_in_chunks_gives_the_same_triplets(monkeypatch):
+    import sslkit.losses.mining as mining_module
+
+    embeddings, identity, _ = _labelled_batch(seed=4, count=30, classes=3)
+    for mining in ("hard", "semihard"):
+        whole = mine_triplets(embeddings, identity, mining, 0.3)
+        monkeypatch.setattr(mining_module, "_CHUNK_ELEMENTS", 7 * len(embeddings))
+        chunked = mine_triplets(embeddings, identity, mining, 0.3)
+        monkeypatch.undo()
+        for a, b in zip(whole, chunked, strict=True):
+            assert torch.equal(a, b)
 
 
 def test_views_identity_pairs_each_view_with_the_other_view_of_its_image():

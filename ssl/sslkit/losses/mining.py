@@ -3,9 +3,10 @@
 Every embedding of a batch carries an identity: the image it was cropped from (positives are
 views of the same image) or its class label (positives are images of the same class). An
 anchor's positives are the other embeddings with its identity, its negatives all embeddings
-with another identity. Mining picks, for every anchor, one positive at random and one
-negative by a strategy, and returns index tensors into the batch, so the caller computes the
-loss, with gradients, on exactly the chosen rows.
+with another identity. Mining takes every (anchor, positive) pair of the batch, as FaceNet does
+(Schroff et al. 2015: all anchor-positive pairs, negatives mined), and picks one negative per
+pair by a strategy; it returns index tensors into the batch, so the caller computes the loss,
+with gradients, on exactly the chosen rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from torch import Tensor
 
 MINING = ("random", "hard", "semihard")
 
+# Pairs whose rows of the distance matrix are handled at once (bounds the memory of mining
+# when classes are large: labelled positives in a big global batch).
+_CHUNK_ELEMENTS = 1 << 24
+
 
 def check_mining(mining: str) -> str:
     """Return ``mining`` if it names a strategy, else raise a ValueError listing them."""
@@ -23,17 +28,25 @@ def check_mining(mining: str) -> str:
     return mining
 
 
-def _random_choice(candidates: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Per row, the column of one True entry drawn uniformly (arbitrary for empty rows)."""
-    scores = torch.rand(
-        candidates.shape, device=candidates.device, generator=generator, dtype=torch.float32
-    )
-    return scores.masked_fill(~candidates, -1.0).argmax(dim=1)
-
-
-def _closest(distance: Tensor, candidates: Tensor) -> Tensor:
-    """Per row, the candidate column at the smallest distance (arbitrary for empty rows)."""
-    return distance.masked_fill(~candidates, float("inf")).argmin(dim=1)
+def _negatives(
+    distance: Tensor,
+    is_negative: Tensor,
+    positive_distance: Tensor,
+    mining: str,
+    margin: float,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """For rows of pairs: the chosen negative's column and whether the pair has one."""
+    if mining == "random":
+        scores = torch.rand(
+            is_negative.shape, device=is_negative.device, generator=generator, dtype=torch.float32
+        )
+        return scores.masked_fill(~is_negative, -1.0).argmax(dim=1), is_negative.any(dim=1)
+    if mining == "semihard":
+        window = positive_distance[:, None]
+        is_negative = is_negative & (distance > window) & (distance < window + margin)
+    closest = distance.masked_fill(~is_negative, float("inf")).argmin(dim=1)
+    return closest, is_negative.any(dim=1)
 
 
 @torch.no_grad()
@@ -45,18 +58,24 @@ def mine_triplets(
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Index tensors ``(anchor, positive, negative)`` of one triplet per usable anchor.
+    """Index tensors ``(anchor, positive, negative)``: one triplet per usable (anchor, positive)
+    pair of the batch.
 
-    Every embedding with at least one positive and one negative in the batch is an anchor; its
-    positive is drawn uniformly from its positives and its negative, with d the Euclidean
+    Every ordered pair of distinct embeddings with one identity is an (anchor, positive) pair;
+    it is usable when the anchor has a negative, and its negative, with d the Euclidean
     distance between embeddings, is
 
-    - ``random``: drawn uniformly from its negatives;
+    - ``random``: drawn uniformly from the anchor's negatives, independently per pair;
     - ``hard``: the hardest one, the negative closest to the anchor;
     - ``semihard`` (Schroff et al. 2015, FaceNet): the closest negative farther from the anchor
       than the positive but within the margin, ``d(a, p) < d(a, n) < d(a, p) + margin``.
-      Anchors without such a negative are left out, so fewer triplets than anchors may come
-      back (none once every triplet is satisfied or when the embeddings have collapsed).
+      Pairs without such a negative are left out (all of them once every triplet is satisfied
+      or when the embeddings have collapsed).
+
+    With two views per image and image identities every anchor has exactly one positive, its
+    other view. With class labels an anchor pairs with every other image of its class: all
+    positives carry the class signal (one random positive per anchor learnt the synthetic
+    shapes' classes far more slowly, see experiments/synthetic).
 
     Hard negatives give the largest gradients but, early in training, mostly noisy or
     mislabelled ones; semihard negatives are informative yet never closer than the positive.
@@ -69,7 +88,7 @@ def mine_triplets(
         generator: random source for the random draws (default: torch's global one).
 
     Returns:
-        Three (T,) int64 index tensors into ``embeddings``, T <= M.
+        Three (T,) int64 index tensors into ``embeddings``, anchors in ascending order.
     """
     check_mining(mining)
     if embeddings.ndim != 2 or identity.shape != embeddings.shape[:1]:
@@ -81,20 +100,16 @@ def mine_triplets(
     distance = torch.cdist(embeddings, embeddings)
     same = identity[:, None] == identity[None, :]
     is_positive = same & ~torch.eye(count, dtype=torch.bool, device=same.device)
-    is_negative = ~same
-    anchor = torch.arange(count, device=embeddings.device)
-    usable = is_positive.any(dim=1) & is_negative.any(dim=1)
-    positive = _random_choice(is_positive, generator)
-    if mining == "random":
-        negative = _random_choice(is_negative, generator)
-    elif mining == "hard":
-        negative = _closest(distance, is_negative)
-    else:
-        positive_distance = distance[anchor, positive][:, None]
-        window = is_negative & (distance > positive_distance)
-        window &= distance < positive_distance + margin
-        negative = _closest(distance, window)
-        usable &= window.any(dim=1)
+    anchor, positive = is_positive.nonzero(as_tuple=True)
+    negative = torch.empty_like(anchor)
+    usable = torch.zeros_like(anchor, dtype=torch.bool)
+    step = max(1, _CHUNK_ELEMENTS // max(count, 1))
+    for start in range(0, len(anchor), step):
+        rows = slice(start, start + step)
+        a, p = anchor[rows], positive[rows]
+        negative[rows], usable[rows] = _negatives(
+            distance[a], ~same[a], distance[a, p], mining, margin, generator
+        )
     return anchor[usable], positive[usable], negative[usable]
 
 
