@@ -24,6 +24,7 @@ from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import Tensor, nn
 
 from sslkit.data.synthetic import SyntheticShapes
+from sslkit.eval.knn import knn_predict
 from sslkit.losses import pairs_from_triplets, pairwise_contrastive
 from sslkit.models import ConvNet
 
@@ -79,10 +80,9 @@ def main() -> None:
     @torch.no_grad()
     def knn() -> float:
         net.eval()
-        train, test = F.normalize(net(train_x), dim=1), F.normalize(net(test_x), dim=1)
+        train, test = net(train_x), net(test_x)
         net.train()
-        weight, index = (test @ train.T).topk(20, dim=1)
-        votes = torch.zeros(len(test), 10).scatter_add_(1, train_y[index], (weight / 0.07).exp())
+        votes = knn_predict(train, train_y, test, num_classes=10, k=20, temperature=0.07)
         return float((votes.argmax(1) == test_y).float().mean())
 
     print(f"init kNN@20 {knn():.3f}")

@@ -18,7 +18,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from sslkit.data.sources.base import ArrayDataset, DatasetSource, check_split, multi_hot
+from sslkit.data.sources.base import (
+    ArrayDataset,
+    DatasetSource,
+    channel_stats,
+    check_split,
+    multi_hot,
+)
 
 # A shape is a list of (polygon, fill) in unit coordinates (x right, y down, radius about 1);
 # fill 0 cuts a hole into the polygons drawn before it.
@@ -343,5 +349,4 @@ class SyntheticShapes(GeneratedSource):
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        pixels = self.build("train").images.reshape(-1, 3).astype(np.float64) / 255
-        return tuple(pixels.mean(0).round(4).tolist()), tuple(pixels.std(0).round(4).tolist())
+        return channel_stats(self.build("train").images, channel_axis=-1)

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-import torch
 
-from sslkit.data.sources.base import TensorArrayDataset
+from sslkit.data.sources.base import TensorArrayDataset, channel_stats
 from sslkit.data.synthetic import (
     NOISE_STD,
     SHAPES,
@@ -186,7 +185,4 @@ class SyntheticClips(GeneratedSource):
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        videos = torch.from_numpy(self.build("train").samples)
-        pixels = videos.transpose(0, 1).reshape(3, -1).double() / 255
-        mean, std = pixels.mean(dim=1), pixels.std(dim=1)
-        return tuple(mean.round(decimals=4).tolist()), tuple(std.round(decimals=4).tolist())
+        return channel_stats(self.build("train").samples)

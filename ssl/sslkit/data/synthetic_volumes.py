@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from sslkit.data.sources.base import TensorArrayDataset
+from sslkit.data.sources.base import TensorArrayDataset, channel_stats
 from sslkit.data.synthetic import GeneratedSource
 
 MIN_RADIUS, MAX_RADIUS = 0.45, 0.75  # of the half side (coordinates in [-1, 1])
@@ -160,5 +160,4 @@ class SyntheticVolumes(GeneratedSource):
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        voxels = self.build("train").samples.astype(np.float64) / 255
-        return (round(float(voxels.mean()), 4),), (round(float(voxels.std()), 4),)
+        return channel_stats(self.build("train").samples)

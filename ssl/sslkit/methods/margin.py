@@ -2,8 +2,8 @@
 
 Both embed every view with the backbone and a projection head, optionally L2-normalise, take
 positives either from the views of one image (``positives=views``, no labels) or from the
-class labels (``positives=labels``), mine one triplet per anchor and log how the margin is
-doing. A subclass only turns the mined triplets into its loss.
+class labels (``positives=labels``), mine one triplet per (anchor, positive) pair and log how
+the margin is doing. A subclass only turns the mined triplets into its loss.
 """
 
 from __future__ import annotations

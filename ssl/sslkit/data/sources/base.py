@@ -52,6 +52,18 @@ def multi_hot(label_sets: Sequence[Sequence[int]], num_classes: int) -> np.ndarr
     return targets
 
 
+def channel_stats(
+    samples: np.ndarray, channel_axis: int = 1, min_std: float = 0.0
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 ``samples`` in [0, 1] units, over every
+    other axis, rounded to 4 decimals (the ``mean``/``std`` sources give the views);
+    ``min_std`` is a floor for channels that barely vary."""
+    values = np.moveaxis(samples, channel_axis, 0)
+    values = values.reshape(len(values), -1).astype(np.float64) / 255
+    std = np.maximum(values.std(axis=1), min_std)
+    return tuple(values.mean(axis=1).round(4).tolist()), tuple(std.round(4).tolist())
+
+
 def check_split(split: str) -> str:
     """Returns ``split`` if it is a known split name, else raises a ValueError listing them."""
     if split not in SPLITS:

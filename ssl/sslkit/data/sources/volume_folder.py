@@ -24,6 +24,7 @@ from sslkit.data.sources.base import (
     CorruptDataError,
     DatasetSource,
     TensorArrayDataset,
+    channel_stats,
     check_split,
 )
 from sslkit.data.sources.folder import class_files
@@ -199,10 +200,7 @@ class VolumeFolder(DatasetSource):
 
     @cached_property
     def _train_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        samples = self.build("train").samples
-        voxels = np.moveaxis(samples, 1, 0).reshape(self.in_channels, -1).astype(np.float64) / 255
-        std = np.maximum(voxels.std(axis=1), 1e-3)
-        return tuple(voxels.mean(axis=1).round(4).tolist()), tuple(std.round(4).tolist())
+        return channel_stats(self.build("train").samples, min_std=1e-3)
 
     @property
     def mean(self) -> tuple[float, ...]:
