@@ -1,6 +1,6 @@
-"""Print the study table (Markdown) from the run folders that run_cpu_budget.sh wrote.
+"""Print the study table (Markdown) from the run folders that run_study.sh wrote.
 
-python experiments/fashion_mnist/table.py outputs/fashion_mnist_cpu_budget
+python experiments/fashion_mnist/table.py outputs/fashion_mnist_study
 """
 
 import json
@@ -22,7 +22,7 @@ ROWS = [
     ("inpainting_block", "inpainting (block)"),
 ]
 
-root = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/fashion_mnist_cpu_budget")
+root = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/fashion_mnist_study")
 found = [(label, root / name / "results.json") for name, label in ROWS]
 found = [(label, path) for label, path in found if path.is_file()]
 documents = [json.loads(path.read_text()) for _, path in found]
