@@ -42,6 +42,33 @@ def test_pairwise_gradient_pulls_positives_and_pushes_close_negatives():
     assert a.grad[1, 0] > 0  # descending moves a[1] away from b[1] (-x)
 
 
+def test_pairwise_positive_margin_matches_a_loop_and_stops_pulling_close_positives():
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(16, 4, generator=generator, dtype=torch.float64)
+    b = a + 0.4 * torch.randn(16, 4, generator=generator, dtype=torch.float64)
+    same = torch.arange(16) % 2 == 0
+    margin, positive_margin = 2.0, 0.6
+    terms = []
+    for x, y, s in zip(a.tolist(), b.tolist(), same.tolist(), strict=True):
+        d = math.dist(x, y)
+        terms.append(
+            0.5 * max(0.0, d - positive_margin) ** 2 if s else 0.5 * max(0.0, margin - d) ** 2
+        )
+    expected = sum(terms) / len(terms)
+    got = pairwise_contrastive(a, b, same, margin, positive_margin)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    # The margin matters on these pairs: some positives lie inside it, some outside.
+    distance = (a - b).norm(dim=1)[same]
+    assert (distance < positive_margin).any() and (distance > positive_margin).any()
+    # A positive pair closer than the positive margin costs nothing and gets no gradient.
+    x = torch.tensor([[0.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    y = torch.tensor([[0.3, 0.0], [0.9, 0.0]])
+    loss = pairwise_contrastive(x, y, torch.tensor([1, 1]), margin=1.5, positive_margin=0.5)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.5 * 0.4**2 / 2)
+    assert x.grad[0].abs().sum() == 0 and x.grad[1, 0] < 0
+
+
 @pytest.mark.parametrize(("margin", "n", "d"), [(0.2, 16, 8), (1.0, 5, 3), (0.05, 7, 32)])
 def test_triplet_value_and_gradients_match_torch(margin, n, d):
     generator = torch.Generator().manual_seed(n)
@@ -85,6 +112,12 @@ def test_triplet_hand_computed():
         (
             lambda: pairwise_contrastive(torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(3), 0.0),
             "margin",
+        ),
+        (
+            lambda: pairwise_contrastive(
+                torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(3), 1.0, 1.0
+            ),
+            "positive_margin",
         ),
     ],
 )

@@ -132,10 +132,13 @@ def test_views_mode_needs_two_views(hydra_run):
         ("method.positives=classes", "method.positives='classes' is not known"),
         ("method.mining=hardest", "unknown mining 'hardest'"),
         ("method.margin=0", "method.margin must be > 0"),
+        ("method=pairwise method.positive_margin=1.5", r"positive_margin must lie in \[0, "),
+        ("method=pairwise method.positive_margin=-0.1", r"positive_margin must lie in \[0, "),
     ],
 )
 def test_bad_settings_fail_when_the_method_is_built(hydra_run, override, message):
-    cfg = hydra_run("train", [*TINY, "method=triplet", override])
+    overrides = override.split() if override.startswith("method=") else ["method=triplet", override]
+    cfg = hydra_run("train", [*TINY, *overrides])
     datamodule = build_datamodule(cfg)
     with pytest.raises(InstantiationException, match=message):
         build_method(cfg, datamodule)
