@@ -10,7 +10,8 @@ one thread. Prints kNN@20 (cosine, T=0.07) of the backbone features on the test 
 steps and, for the margin losses, the mean distance of the positive and negative terms.
 
 ``--positives one``: one random positive per anchor (sslkit's mining before it took every
-pair); ``all``: every (anchor, positive) pair of the batch, one negative per pair.
+pair); ``all``: every (anchor, positive) pair of the batch, one negative per pair. ``--positive-margin``: the pairwise loss stops pulling
+positive pairs closer than it (0 here, 0.5 in sslkit's PairwiseContrastive).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--negatives", choices=["random", "hard", "semihard"], default="random")
     parser.add_argument("--margin", type=float, help="default 0.2 (triplet), 1.5 (pairwise)")
     parser.add_argument("--no-normalize", action="store_true", help="raw embeddings")
+    parser.add_argument(
+        "--positive-margin", type=float, default=0.0, help="pairwise: stop pulling closer pairs"
+    )
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     margin = args.margin or (1.5 if args.loss == "pairwise" else 0.2)
@@ -103,7 +107,9 @@ def main() -> None:
                     loss = F.triplet_margin_loss(e[a], e[p], e[n], margin=margin)
                 else:
                     first, second, same = pairs_from_triplets(a, p, n)
-                    loss = pairwise_contrastive(e[first], e[second], same, margin)
+                    loss = pairwise_contrastive(
+                        e[first], e[second], same, margin, args.positive_margin
+                    )
                 with torch.no_grad():
                     d_pos = (e[a] - e[p]).norm(dim=1).mean()
                     d_neg = (e[a] - e[n]).norm(dim=1).mean()
