@@ -31,7 +31,7 @@ class PairwiseContrastive(MarginContrastive):
     pairs sit at half the margin: with labels and random or semihard negatives the shapes'
     classes stayed mixed there (kNN@20 0.17 / 0.15). With 0.5 they separate (0.71 / 0.69 with
     ``augment=supervised``) and the views mode gains too (0.447 to 0.663); see
-    experiments/synthetic/README.md, section 5.
+    experiments/synthetic/README.md, section 6.
     """
 
     def __init__(
