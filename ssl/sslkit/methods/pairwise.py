@@ -28,9 +28,9 @@ class PairwiseContrastive(MarginContrastive):
     Positive pairs closer than ``positive_margin`` (0.5) are no longer pulled. Without it
     (``positive_margin=0``, Hadsell et al.'s loss) every positive pair is pulled towards
     distance 0 and every negative pushed towards the margin with forces that balance when all
-    pairs sit at half the margin: with labels and random or semihard negatives the shapes'
-    classes stayed mixed there (kNN@20 0.17 / 0.15). With 0.5 they separate (0.71 / 0.69 with
-    ``augment=supervised``) and the views mode gains too (0.447 to 0.663); see
+    pairs sit at half the margin: with labels, ``augment=supervised`` and random or semihard
+    negatives the shapes' classes stayed mixed there (kNN@20 0.137 / 0.157). With 0.5 they
+    separate (0.710 / 0.690), and the views preset gains too (0.447 to 0.667); see
     experiments/synthetic/README.md, section 6.
     """
 
