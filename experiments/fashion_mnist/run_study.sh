@@ -15,16 +15,18 @@ failed=()  # a failed row does not stop the others; the study exits non-zero at 
 evaluation=(seed=0 logger=none eval.plots=false "eval.linear.label_fractions=[0.01,0.1,1.0]")
 common=("${evaluation[@]}" "$@")
 
+due() {  # whether row $1 still has to run; waits while the study is paused
+  if [[ -f $out/$1/results.json ]]; then echo "skip $1 (done)"; return 1; fi
+  while [[ -e $out/PAUSE ]]; do sleep 15; done
+  echo "== $1: $(date -u +%FT%TZ)"
+}
 train() {
   local name=$1; shift
-  if [[ -f $out/$name/results.json ]]; then echo "skip $name (done)"; return; fi
-  while [[ -e $out/PAUSE ]]; do sleep 15; done
-  echo "== $name: $(date -u +%FT%TZ)"
+  due "$name" || return 0
   sslkit-train "$@" "${common[@]}" "hydra.run.dir=$out/$name" || failed+=("$name")
 }
 teacher() {  # the BYOL checkpoint again, features from the EMA teacher (on the data it trained on)
-  if [[ -f $out/byol_teacher/results.json ]]; then echo "skip byol_teacher (done)"; return; fi
-  while [[ -e $out/PAUSE ]]; do sleep 15; done
+  due byol_teacher || return 0
   sslkit-eval "ckpt_path=$out/byol/checkpoints/last.ckpt" eval.encoder=teacher "${evaluation[@]}" \
     "hydra.run.dir=$out/byol_teacher" || failed+=(byol_teacher)
 }

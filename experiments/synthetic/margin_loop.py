@@ -10,8 +10,9 @@ one thread. Prints kNN@20 (cosine, T=0.07) of the backbone features on the test 
 steps and, for the margin losses, the mean distance of the positive and negative terms.
 
 ``--positives one``: one random positive per anchor (sslkit's mining before it took every
-pair); ``all``: every (anchor, positive) pair of the batch, one negative per pair. ``--positive-margin``: the pairwise loss stops pulling
-positive pairs closer than it (0 here, 0.5 in sslkit's PairwiseContrastive).
+pair); ``all``: every (anchor, positive) pair of the batch, one negative per pair.
+``--positive-margin``: the pairwise loss stops pulling positive pairs closer than it (0 here,
+0.5 in sslkit's PairwiseContrastive).
 """
 
 from __future__ import annotations
