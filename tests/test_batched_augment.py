@@ -132,6 +132,8 @@ def test_jitter_applies_torchvision_operations_in_each_images_order():
 def test_hue_matches_torchvision():
     images = torch.rand(5, 3, 8, 8)
     images[0] = 0.5  # gray: no hue
+    images[1] = (images[1] * 3).round() / 3  # four levels: channels tie for the maximum
+    images[2, 1] = images[2, 0]  # red and green tie
     shifts = torch.tensor([0.3, -0.5, -0.1, 0.25, 0.5])
     out = adjust_hue(images, shifts)
     for i, shift in enumerate(shifts.tolist()):

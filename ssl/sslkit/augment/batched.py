@@ -28,6 +28,8 @@ CROP_ATTEMPTS = 10
 LUMA = (0.299, 0.587, 0.114)
 SOLARIZE_THRESHOLD = 128 / 255
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+# n in the HSV-to-RGB formula of adjust_hue, for red, green and blue.
+_HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,9 @@ def grayscale(x: Tensor) -> Tensor:
     """Luma ``(n, 1, H, W)`` of RGB images (grayscale images are returned as they are)."""
     if x.shape[1] == 1:
         return x
-    return (LUMA[0] * x[:, 0] + LUMA[1] * x[:, 1] + LUMA[2] * x[:, 2]).unsqueeze(1)
+    # One new tensor, accumulated in place: each new batch-sized tensor costs page faults.
+    gray = torch.mul(x[:, 0], LUMA[0]).add_(x[:, 1], alpha=LUMA[1]).add_(x[:, 2], alpha=LUMA[2])
+    return gray.unsqueeze(1)
 
 
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
@@ -198,25 +202,25 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     in HSV space, as torchvision's ``adjust_hue`` does (same result within float rounding).
 
     Value and saturation are kept, so each channel is ``max - chroma * clamp(min(k, 4 - k),
-    0, 1)`` with ``k = (n + 6 * hue) mod 6`` and ``n`` 5, 3, 1 for red, green, blue.
+    0, 1)`` with ``k = (n + 6 * hue) mod 6`` and ``n`` 5, 3, 1 for red, green, blue. Which
+    channel holds the maximum is selected with 0/1 masks (``sign(max - channel)``) rather than
+    ``torch.where``, which costs several times more on a CPU.
     """
     r, g, b = x.unbind(1)
     maxc, minc = x.amax(dim=1), x.amin(dim=1)
     chroma = maxc - minc
-    inverse = torch.where(chroma == 0, 1.0, chroma).reciprocal_()
-    sextant = torch.where(
-        maxc == r,
-        (g - b).mul_(inverse),
-        torch.where(maxc == g, (b - r).mul_(inverse).add_(2.0), (r - g).mul_(inverse).add_(4.0)),
-    )
-    sextant = sextant.add_(6.0 * shift.view(-1, 1, 1))
-    channels = []
-    for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(sextant + n, 6.0)
-        channels.append(
-            torch.addcmul(maxc, chroma, torch.minimum(k, 4.0 - k).clamp_(0, 1), value=-1.0)
-        )
-    return torch.stack(channels, dim=1)
+    not_red, not_green = torch.sign(maxc - r), torch.sign(maxc - g)  # 0 where it is the max
+    # Hue in sextants times chroma: (g - b) if red is the max, else (b - r) + 2 chroma if
+    # green is, else (r - g) + 4 chroma (red wins ties, then green, as in torchvision).
+    red = g - b
+    green = (b - r).add_(chroma, alpha=2.0)
+    hue = (r - g).add_(chroma, alpha=4.0)
+    hue = hue.sub_(green).mul_(not_green).add_(green).sub_(red).mul_(not_red).add_(red)
+    nonzero = torch.sign(chroma).neg_().add_(1.0).add_(chroma)  # chroma, 1 where it is 0
+    hue = hue.div_(nonzero).add_(6.0 * shift.view(-1, 1, 1).to(hue)).unsqueeze(1)
+    k = torch.remainder(hue + _HUE_OFFSETS.to(hue), 6.0)
+    k = torch.minimum(k, 4.0 - k).clamp_(0, 1)
+    return torch.addcmul(maxc.unsqueeze(1), chroma.unsqueeze(1), k, value=-1.0)
 
 
 def color_jitter(x: Tensor, params: ViewParams) -> Tensor:
@@ -244,10 +248,11 @@ def color_jitter(x: Tensor, params: ViewParams) -> Tensor:
             weights = torch.stack([scale, to_gray, to_mean]).to(x.device, non_blocking=True)
             a, g, m = weights.view(3, n, 1, 1, 1).unbind(0)
             # In place: new batch-sized tensors cost more than the arithmetic on a CPU.
-            gray = grayscale(x)
+            gray = grayscale(x)  # x itself when grayscale: the mean is taken before x changes
             offset = gray.mean(dim=(1, 2, 3), keepdim=True).mul_(m)
-            x = x.mul_(a).add_(gray.mul_(g)) if channels == 3 else x.mul_(a)
-            x = x.add_(offset).clamp_(0, 1)
+            if channels == 3:
+                offset = gray.mul_(g).add_(offset)
+            x = x.mul_(a).add_(offset).clamp_(0, 1)
         x = _apply(x, op == 3, lambda sub, idx: adjust_hue(sub, factor[idx, 3].to(sub.device)))
     return x
 
