@@ -289,12 +289,15 @@ def render_view(images: Tensor, params: ViewParams, size: int) -> Tensor:
     """One augmented view ``(B, C, size, size)`` in [0, 1] of a uint8 or [0, 1] float batch."""
     x = images.float() / 255 if images.dtype == torch.uint8 else images
     n, channels, height, width = x.shape
-    theta = _geometry(params, height, width).to(x.device, non_blocking=True)
+    theta = _geometry(params, height, width).to(x.device, x.dtype, non_blocking=True)
     centres = (torch.arange(size, device=x.device, dtype=x.dtype) * 2 + 1) / size - 1
     u, v = centres.view(1, 1, size), centres.view(1, size, 1)
     t = theta.view(n, 6, 1, 1).unbind(1)
-    # affine_grid's sampling points, without its batched matrix product.
-    grid = torch.stack([t[0] * u + t[1] * v + t[2], t[3] * u + t[4] * v + t[5]], dim=-1)
+    # affine_grid's sampling points, without its batched matrix product; each coordinate is
+    # written straight into its slot of the grid (stacking them costs three times more).
+    grid = x.new_empty(n, size, size, 2)
+    torch.add(t[0] * u + t[2], t[1] * v, out=grid[..., 0])
+    torch.add(t[3] * u + t[5], t[4] * v, out=grid[..., 1])
     # Edge pixels are repeated inside the image (as when cropping first, then resizing);
     # what a rotation brings in from outside the image is black, as in torchvision's rotate.
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
