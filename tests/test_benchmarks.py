@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +42,11 @@ def test_throughput_benchmark_prints_every_row(tmp_path):
     out = _run(
         "bench_throughput.py",
         *("--steps", "1", "--warmup", "1", "--batch", "8", "--aug-seconds", "0.05"),
+        *("--rounds", "2"),
         *("--backends", "batched", "--precisions", "bf16-mixed", "--json", str(figures)),
     )
     assert "reference loop" in out and "model step alone, bf16-mixed" in out
     assert "sslkit simclr_resnet18_fashion_mnist backend=batched precision=bf16-mixed" in out
     assert "batched / lightly PIL at 28px gray" in out
-    assert figures.is_file()
+    assert "round 2: " in out  # every pretraining row ran in both rounds
+    assert all(len(v) == 2 for v in json.loads(figures.read_text())["rounds"].values())

@@ -11,15 +11,19 @@ it measures pairs of views per second of:
 - augmentation alone, on one core: sslkit's batched views against lightly's PIL transform, at
   28 px grayscale and 32 px RGB.
 
-    python experiments/throughput/bench_throughput.py [--steps 30] [--warmup 5]
+    python experiments/throughput/bench_throughput.py [--steps 30] [--warmup 5] [--rounds 3]
 
-Published figures come from a run on an otherwise idle machine (README next to this script).
+The pretraining rows run one after another in each of ``--rounds`` rounds and each row reports
+its median over the rounds, so that a machine whose speed drifts for a minute (a shared virtual
+machine) moves every row alike instead of the one that happened to run then. Published figures
+come from a run on an otherwise idle machine (README next to this script).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -235,6 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps per row")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every pretraining row")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--aug-seconds", type=float, default=3.0)
     parser.add_argument("--backends", nargs="+", default=["batched", "pil"])
@@ -245,17 +250,26 @@ def main() -> None:
     run = {"steps": args.steps, "warmup": args.warmup, "batch": args.batch}
     print(f"data: {data_name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    rows: dict[str, float] = {}
-    rows["reference loop (lightly, PIL in 1 worker, fp32)"] = reference_loop(train, **run)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    jobs: dict[str, Callable[[], float]] = {
+        "reference loop (lightly, PIL in 1 worker, fp32)": partial(reference_loop, train, **run)
+    }
     for backend in args.backends:
         for precision in args.precisions:
             overrides = [f"augment.backend={backend}", f"trainer.precision={precision}"]
             if precision == "bf16-mixed":
                 overrides.append("backbone.channels_last=true")
             name = f"sslkit {PRESET} backend={backend} precision={precision}"
-            rows[name] = sslkit_end_to_end(overrides, **run)
+            jobs[name] = partial(sslkit_end_to_end, overrides, **run)
     for precision in args.precisions:
-        rows[f"model step alone, {precision}"] = model_step(precision, **run)
+        jobs[f"model step alone, {precision}"] = partial(model_step, precision, **run)
+    rounds: dict[str, list[float]] = {name: [] for name in jobs}
+    for round_index in range(args.rounds):
+        for name, job in jobs.items():
+            rounds[name].append(job())
+        print(f"round {round_index + 1}: " + ", ".join(f"{v[-1]:.0f}" for v in rounds.values()))
+    rows = {name: statistics.median(values) for name, values in rounds.items()}
     reference = rows["reference loop (lightly, PIL in 1 worker, fp32)"]
     width = max(map(len, rows))
     print(f"\n{'pretraining':<{width}}  pairs/s  vs reference  vs model step")
@@ -276,7 +290,13 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
-                {"data": data_name, **run, "pretraining": rows, "augmentation": augment},
+                {
+                    "data": data_name,
+                    **run,
+                    "pretraining": rows,
+                    "rounds": rounds,
+                    "augmentation": augment,
+                },
                 handle,
                 indent=2,
             )
