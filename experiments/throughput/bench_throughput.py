@@ -13,10 +13,10 @@ it measures pairs of views per second of:
 
     python experiments/throughput/bench_throughput.py [--steps 30] [--warmup 5] [--rounds 3]
 
-The pretraining rows run one after another in each of ``--rounds`` rounds and each row reports
-its median over the rounds, so that a machine whose speed drifts for a minute (a shared virtual
-machine) moves every row alike instead of the one that happened to run then. Published figures
-come from a run on an otherwise idle machine (README next to this script).
+Every row (pretraining and augmentation alone) runs once in each of ``--rounds`` rounds and
+reports its median over the rounds, so that a machine whose speed drifts for a minute (a shared
+virtual machine) moves every row alike instead of the one that happened to run then. Published
+figures come from a run on an otherwise idle machine (README next to this script).
 """
 
 from __future__ import annotations
@@ -210,9 +210,10 @@ def _kornia_views(size: int, channels: int, stats: dict) -> Callable | None:
     return views
 
 
-def augmentation_alone(seconds: float, batch: int) -> dict[str, float]:
-    """Pairs of SimCLR views per second on one core: batched vs lightly's PIL transform."""
-    results = {}
+def augmentation_alone(seconds: float, batch: int, rounds: int) -> dict[str, float]:
+    """Pairs of SimCLR views per second on one core: batched vs lightly's PIL transform (the
+    median of ``rounds`` alternated measurements of ``seconds`` each)."""
+    results: dict[str, list[float]] = {}
     rng = np.random.default_rng(0)
     for channels, size in ((1, 28), (3, 32)):
         stats = {"mean": (0.5,) * channels, "std": (0.25,) * channels, "in_channels": channels}
@@ -227,19 +228,24 @@ def augmentation_alone(seconds: float, batch: int) -> dict[str, float]:
             normalize={"mean": stats["mean"], "std": stats["std"]},
         )
         key = f"{size}px {'gray' if channels == 1 else 'rgb'}"
-        results[f"batched {key}"] = per_core(partial(views.batch, images), batch, seconds)
-        results[f"lightly PIL {key}"] = per_core(partial(_each, lightly, pil), batch, seconds)
+        jobs = {
+            f"batched {key}": partial(views.batch, images),
+            f"lightly PIL {key}": partial(_each, lightly, pil),
+        }
         kornia_views = _kornia_views(size, channels, stats)
         if kornia_views is not None:
-            results[f"kornia {key}"] = per_core(partial(kornia_views, images), batch, seconds)
-    return results
+            jobs[f"kornia {key}"] = partial(kornia_views, images)
+        for _ in range(rounds):
+            for name, job in jobs.items():
+                results.setdefault(name, []).append(per_core(job, batch, seconds))
+    return {name: statistics.median(values) for name, values in results.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps per row")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every pretraining row")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--aug-seconds", type=float, default=3.0)
     parser.add_argument("--backends", nargs="+", default=["batched", "pil"])
@@ -278,7 +284,7 @@ def main() -> None:
         limit = rows.get(f"model step alone, {precision}")
         share = f"{value / limit:12.0%}" if limit else f"{'-':>12}"
         print(f"{name:<{width}}  {value:7.0f}  {value / reference:11.2f}x  {share}")
-    augment = augmentation_alone(args.aug_seconds, args.batch)
+    augment = augmentation_alone(args.aug_seconds, args.batch, args.rounds)
     print(f"\n{'augmentation alone, 1 core':<30}  pairs/s")
     for name, value in augment.items():
         print(f"{name:<30}  {value:7.0f}")
