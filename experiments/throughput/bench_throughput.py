@@ -252,12 +252,12 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     train, data_name = fashion_mnist_or_synthetic(args.batch * (args.steps + args.warmup + 1))
     run = {"steps": args.steps, "warmup": args.warmup, "batch": args.batch}
     print(f"data: {data_name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     jobs: dict[str, Callable[[], float]] = {
         "reference loop (lightly, PIL in 1 worker, fp32)": partial(reference_loop, train, **run)
     }
