@@ -30,7 +30,7 @@ class PairwiseContrastive(MarginContrastive):
     distance 0 and every negative pushed towards the margin with forces that balance when all
     pairs sit at half the margin: with labels, ``augment=supervised`` and random or semihard
     negatives the shapes' classes stayed mixed there (kNN@20 0.137 / 0.157). With 0.5 they
-    separate (0.710 / 0.690), and the views preset gains too (0.447 to 0.667); see
+    separate (0.710 / 0.690), and the views preset gains too (0.431 to 0.663); see
     experiments/synthetic/README.md, section 6.
     """
 
