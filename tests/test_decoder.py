@@ -14,6 +14,12 @@ BACKBONES = {
     "resnet18_imagenet_stem": lambda c: ResNet(18, c, small_input=False),
     "resnet50": lambda c: ResNet(50, c, small_input=True),
     "resnet50_imagenet_stem": lambda c: ResNet(50, c, small_input=False),
+    "resnet18_imagenet_stem_last_stride_1": lambda c: ResNet(
+        18, c, small_input=False, last_stride=1
+    ),
+    "resnet50_imagenet_stem_last_stride_1": lambda c: ResNet(
+        50, c, small_input=False, last_stride=1
+    ),
 }
 # Image sizes of the data configs and presets: tests (16), Fashion-MNIST (28), synthetic and
 # CIFAR (32), STL-10 (96); 28 is not a multiple of the stride of any of these backbones.
@@ -47,3 +53,25 @@ def test_decoder_on_real_grayscale_images_keeps_images_apart():
 def test_bad_decoder_settings_are_refused():
     with pytest.raises(ValueError, match="output_stride must be >= 1"):
         ConvDecoder(16, 3, output_stride=0, width=8)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_last_stride_1_keeps_the_last_stage_at_the_resolution_before_it(depth):
+    with torch.device("meta"):
+        images = torch.empty(2, 1, 64, 64)
+        default = ResNet(depth, 1, small_input=False)
+        kept = ResNet(depth, 1, small_input=False, last_stride=1)
+        assert (default.output_stride, kept.output_stride) == (32, 16)
+        assert default.forward_spatial(images).shape[-2:] == (2, 2)
+        assert kept.forward_spatial(images).shape[-2:] == (4, 4)
+        assert kept(images).shape == (2, kept.feature_dim)
+    # The same weights: torchvision checkpoints still load into either.
+    assert {k: v.shape for k, v in default.state_dict().items()} == {
+        k: v.shape for k, v in kept.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("stride", [0, 3, True, 2.0])
+def test_bad_last_stride_is_refused(stride):
+    with pytest.raises(ValueError, match="last_stride must be 1 or 2"):
+        ResNet(18, 1, last_stride=stride)
