@@ -62,7 +62,7 @@ class ResNet(Backbone):
     would throw away most of the resolution in its first two layers. ``last_stride``: the
     stride of the last stage (``layer4``), 2 as in torchvision; 1 keeps that stage at the
     resolution of the one before (a 2x2 instead of a 1x1 map for 28 px images with the ImageNet
-    stem; ResNet-18 then takes about 1.7x as long forward and backward) and halves
+    stem, where a SimCLR run then takes about 1.7x as long: experiments/fashion_mnist) and halves
     ``output_stride``.
     ``channels_last``: see :meth:`Backbone.set_channels_last`.
     """
@@ -103,7 +103,7 @@ class ResNet(Backbone):
         self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
         self.in_channels = in_channels
         self.feature_dim = net.fc.in_features
-        self.output_stride = (8 if small_input else 32) // (2 // last_stride)
+        self.output_stride = (8 if small_input else 32) * last_stride // 2
         self.depth = depth
         self.set_channels_last(channels_last)
 
