@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from sslkit.configurable import configurable
 from sslkit.models.backbones import Backbone, describe
 from sslkit.optim import parameter_groups
 
@@ -33,6 +34,14 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the run stops before the weights are corrupted."""
 
 
+#: Arguments ``build_method`` passes to every method at run time, never set in a config.
+METHOD_RUNTIME_ARGS = (
+    "backbone", "optimizer", "schedule", "num_classes", "multilabel", "batch_size",
+    "base_batch_size",
+)  # fmt: skip
+
+
+@configurable(runtime=METHOD_RUNTIME_ARGS)
 class SSLMethod(pl.LightningModule):
     """Base LightningModule for pretraining methods.
 
