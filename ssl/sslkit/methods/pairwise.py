@@ -19,19 +19,13 @@ class PairwiseContrastive(MarginContrastive):
     positive as negative pairs; ``mining`` chooses the negative pairs.
 
     The margin is 1.5 because embeddings are L2-normalised by default: two unrelated unit
-    vectors in many dimensions lie about sqrt(2) = 1.41 apart, so with a margin of 1.0 nearly
-    every negative pair already satisfies it and only the positive term trains, pulling views
-    together without pushing images apart. On the synthetic shapes
-    (``sslkit-train experiment=pairwise_convnet_synthetic method.margin=<m>``), kNN@20 was 0.245
-    with margin 1.0 and 0.441 with 1.5 (random init 0.184).
+    vectors in many dimensions lie about sqrt(2) apart, so a margin of 1.0 leaves nearly every
+    negative term at zero (experiments/synthetic/README.md, section 2).
 
-    Positive pairs closer than ``positive_margin`` (0.5) are no longer pulled. Without it
-    (``positive_margin=0``, Hadsell et al.'s loss) every positive pair is pulled towards
-    distance 0 and every negative pushed towards the margin with forces that balance when all
-    pairs sit at half the margin: with labels, ``augment=supervised`` and random or semihard
-    negatives the shapes' classes stayed mixed there (kNN@20 0.137 / 0.157). With 0.5 they
-    separate (0.710 / 0.690), and the views preset gains too (0.431 to 0.663); see
-    experiments/synthetic/README.md, section 6.
+    Positive pairs closer than ``positive_margin`` are no longer pulled: without it
+    (``positive_margin=0``, Hadsell et al.'s loss) the pulls and pushes balance with every pair
+    at about half the margin, where classes that start mixed stay mixed
+    (experiments/synthetic/README.md, section 6).
     """
 
     def __init__(
