@@ -62,7 +62,7 @@ class ResNet(Backbone):
     would throw away most of the resolution in its first two layers. ``last_stride``: the
     stride of the last stage (``layer4``), 2 as in torchvision; 1 keeps that stage at the
     resolution of the one before (a 2x2 instead of a 1x1 map for 28 px images with the ImageNet
-    stem, where a SimCLR run then takes about 1.7x as long: experiments/fashion_mnist) and halves
+    stem, at a higher cost per step; experiments/fashion_mnist has the runs) and halves
     ``output_stride``.
     ``channels_last``: see :meth:`Backbone.set_channels_last`.
     """
@@ -175,8 +175,8 @@ class ConvNet3d(ConvNet):
     """The 3-D twin of :class:`ConvNet` for volumes and clips ``(B, C, D, H, W)`` on CPU:
     per stage conv-BN-ReLU twice with 3x3x3 kernels, then stride 2 along all three axes.
 
-    Channels-last by default: on CPUs (oneDNN) its 3-D convolutions train about twice as fast
-    in that layout as in the contiguous one (see :meth:`Backbone.set_channels_last`).
+    Channels-last by default: on CPUs (oneDNN) its 3-D convolutions train faster in that layout
+    than in the contiguous one (experiments/video_volumes; :meth:`Backbone.set_channels_last`).
     ``standardize_input`` as for :class:`ConvNet`."""
 
     spatial_dims = 3
