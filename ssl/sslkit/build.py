@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 
 from sslkit.eval import KNNProtocol
 from sslkit.eval.monitor import KNNMonitor, MetricHistory
+from sslkit.host import warn_if_bf16_emulated
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone, describe, load_torchvision_weights
 from sslkit.resume import (
@@ -163,6 +164,7 @@ def build_trainer(
     callbacks.extend(monitors)
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    warn_if_bf16_emulated(cfg.trainer.precision, cfg.trainer.accelerator)
     trainer = instantiate(
         cfg.trainer,
         logger=logger or False,
