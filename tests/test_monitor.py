@@ -36,11 +36,30 @@ def test_metric_history_records_points_and_round_trips():
     assert restored.history == history.history
 
 
-def test_knn_monitor_skips_epochs_between_its_interval():
-    monitor = KNNMonitor(3, knn=KNNProtocol(k=[5]), encoder="student")
-    for epoch in (0, 1, 3, 4):  # 0-based: runs after the 3rd and 6th epochs only
-        trainer = SimpleNamespace(current_epoch=epoch, is_global_zero=True, datamodule=None)
-        monitor.on_train_epoch_end(trainer, None)  # would fail if it tried to evaluate
+def test_knn_monitor_runs_every_n_epochs_with_the_first_k(monkeypatch):
+    calls = []
+
+    def protocols(features, datamodule, *, knn, linear):
+        calls.append(knn.k)
+        return SimpleNamespace(metrics={f"knn/top1@{k}": 0.5 for k in knn.k})
+
+    monkeypatch.setattr("sslkit.eval.monitor.extract_split_features", lambda *args: None)
+    monkeypatch.setattr("sslkit.eval.monitor.run_protocols_on_splits", protocols)
+    history = MetricHistory()
+    monitor = KNNMonitor(2, knn=KNNProtocol(k=[10, 50]), encoder="student", history=history)
+    logged = []
+    module = SimpleNamespace(
+        evaluation_encoders=lambda: {"student": None},
+        device="cpu",
+        log=lambda key, value, **kwargs: logged.append((key, value)),
+    )
+    datamodule = SimpleNamespace(multilabel=False)
+    for epoch in range(4):  # 0-based: runs after the 2nd and the 4th epoch
+        trainer = SimpleNamespace(current_epoch=epoch, is_global_zero=True, datamodule=datamodule)
+        monitor.on_train_epoch_end(trainer, module)
+    assert calls == [[10], [10]]
+    assert logged == [("monitor/knn_top1@10", 0.5)] * 2
+    assert history.history == {"monitor/knn_top1@10": [[2, 0.5], [4, 0.5]]}
 
 
 def test_training_monitors_knn_keeps_curves_and_writes_plots(hydra_run, tmp_path):

@@ -363,7 +363,8 @@ class RunSchema:
     task_name: str = MISSING
     seed: int = 0
     # Metric returned to sweepers (e.g. Optuna) as the run's objective.
-    objective: str = "knn/top1@20"
+    # None: the kNN top-1 at the first eval.knn.k (mAP if multi-label; without kNN linear/top1).
+    objective: str | None = None
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     eval: EvalSchema = field(default_factory=EvalSchema)
     logger: Any = None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sslkit.files import set_aside
@@ -78,15 +79,34 @@ def run_and_report(cfg: DictConfig, job: Callable[[DictConfig], Any]) -> Any:
         finish_wandb(exit_code)
 
 
+def objective_metric(cfg: DictConfig, results: dict[str, Any] | None = None) -> str | None:
+    """The metric name sweepers optimise: ``cfg.objective``, or when that is None the kNN top-1
+    (mAP on multi-label data) at the first ``eval.knn.k``, else the linear probe's; None when
+    neither protocol runs."""
+    if cfg.get("objective") is not None:
+        return cfg.objective
+    protocol = (results or {}).get("protocol", {})
+    score = "mAP" if protocol.get("multilabel") else "top1"
+    knn = cfg.get("eval", {}).get("knn")
+    if knn is not None:
+        return f"knn/{score}@{instantiate(knn).k[0]}"
+    if cfg.get("eval", {}).get("linear") is not None:
+        return f"linear/{score}"
+    return None
+
+
 def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:
-    """The metric ``cfg.objective`` that sweepers (Optuna) optimise; None for a failed job."""
+    """The metric :func:`objective_metric` that sweepers (Optuna) optimise; None for a failed
+    job."""
     if not results:
         return None
-    value = results.get("metrics", {}).get(cfg.objective)
+    metrics = results.get("metrics", {})
+    name = objective_metric(cfg, results)
+    value = metrics.get(name) if name is not None else None
     if value is None and is_multirun():
         log.warning(
             "objective=%s is not among the metrics (%s); the sweeper gets no value",
-            cfg.objective,
-            ", ".join(sorted(results.get("metrics", {}))),
+            name,
+            ", ".join(sorted(metrics)),
         )
     return value

@@ -8,6 +8,7 @@ reader (``sslkit-report``, the set-aside of an earlier job's results) opens one.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 #: A finished job's outputs: the metrics and the config they were measured with.
 RESULTS_FILE = "results.json"
+#: A kNN protocol metric, e.g. ``knn/top1@20``; group 1 is its k.
+_KNN_METRIC = re.compile(r"knn/[^@/]+@(\d+)")
 
 
 def fraction_label(fraction: float) -> str:
@@ -68,6 +71,26 @@ def read_document(file: str | Path) -> dict[str, Any]:
     return document
 
 
+def knn_ks(documents: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The k values the documents' kNN protocol ran with, in the configured order.
+
+    Read from ``protocol.knn.k``; a document without it (kNN off, or written before the
+    protocol was recorded) contributes the k of its ``knn/<metric>@<k>`` metrics, smallest first.
+    """
+    ks: list[int] = []
+    for doc in documents:
+        knn = doc.get("protocol", {}).get("knn") or {}
+        found = [int(k) for k in knn.get("k", [])]
+        if not found:
+            names = [*doc.get("metrics", {})]
+            names += [name for metrics in doc.get("baselines", {}).values() for name in metrics]
+            found = sorted(
+                {int(m.group(1)) for name in names if (m := _KNN_METRIC.fullmatch(name))}
+            )
+        ks += [k for k in found if k not in ks]
+    return ks
+
+
 def results_table(
     results: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     labels: Sequence[str] | None = None,
@@ -78,8 +101,9 @@ def results_table(
 
     Accepts one ``results.json`` document or several (e.g. the rows of a study); the baseline
     rows come from each document that holds baselines, once per baseline name. Columns: kNN
-    top-1 at k=20 and 200, linear top-1 and macro-F1, and linear top-1 at each label fraction
-    below 1 (in %), and wall time; multi-label results show mAP (and micro-F1) instead of top-1.
+    top-1 at each k of the kNN protocol (``eval.knn.k``, see :func:`knn_ks`), linear top-1 and
+    macro-F1, and linear top-1 at each label fraction below 1 (in %), and wall time;
+    multi-label results show mAP (and micro-F1) instead of top-1.
     """
     documents = [results] if isinstance(results, Mapping) else list(results)
     names = (
@@ -93,8 +117,10 @@ def results_table(
     multilabel = protocol.get("multilabel", False)
     score, title = ("mAP", "mAP") if multilabel else ("top1", "top-1")
     columns = [
-        (f"kNN@20 {title}" if multilabel else "kNN@20", f"knn/{score}@20"),
-        (f"kNN@200 {title}" if multilabel else "kNN@200", f"knn/{score}@200"),
+        (f"kNN@{k} {title}" if multilabel else f"kNN@{k}", f"knn/{score}@{k}")
+        for k in knn_ks(documents)
+    ]
+    columns += [
         (f"linear {title}", f"linear/{score}"),
         ("linear micro-F1", "linear/micro_f1")
         if multilabel
