@@ -41,7 +41,8 @@ def _build(cfg) -> tuple[BYOL, pl.LightningDataModule]:
 
 
 def _teacher_params(method: BYOL) -> list[torch.nn.Parameter]:
-    return [*method.teacher_backbone.parameters(), *method.teacher_projector.parameters()]
+    teacher = method.teacher_ema
+    return [*teacher.backbone.parameters(), *teacher.projector.parameters()]
 
 
 def _student_params(method: BYOL) -> list[torch.nn.Parameter]:
@@ -69,6 +70,33 @@ def test_teacher_is_frozen_and_left_out_of_the_optimiser(hydra_run) -> None:
         not torch.equal(b, p)
         for b, p in zip(student_before, method.backbone.parameters(), strict=True)
     )
+
+
+def test_checkpoints_with_the_former_teacher_keys_still_load(hydra_run) -> None:
+    # Before the EMATeacher component, BYOL kept its teacher as two top-level modules.
+    cfg = hydra_run("train", BYOL_TINY)
+    trained, datamodule = _build(cfg)
+    with torch.no_grad():
+        for p in _teacher_params(trained):
+            p.add_(torch.randn_like(p))
+    legacy = {}
+    for key, value in trained.state_dict().items():
+        for old, new in BYOL.LEGACY_TEACHER_KEYS.items():
+            key = key.replace(new, old, 1) if key.startswith(new) else key
+        legacy[key] = value
+    assert any(k.startswith("teacher_backbone.") for k in legacy)
+    assert any(k.startswith("teacher_projector.") for k in legacy)
+    assert not any(k.startswith("teacher_ema.") for k in legacy)
+
+    restored, _ = _build(cfg)
+    restored.load_state_dict(legacy)  # strict: no key missing, none unexpected
+    for a, b in zip(_teacher_params(trained), _teacher_params(restored), strict=True):
+        assert torch.equal(a, b)
+    images = next(iter(datamodule.eval_dataloader("test")))[0]
+    teacher, restored_teacher = (
+        m.eval().evaluation_encoders()["teacher"] for m in (trained, restored)
+    )
+    torch.testing.assert_close(restored_teacher(images), teacher(images), rtol=0, atol=0)
 
 
 class TeacherRecorder(Callback):
@@ -103,7 +131,7 @@ class TeacherRecorder(Callback):
         self.updated.append(stepped)
         if stepped:
             tau = momentum_schedule(step - 1, int(trainer.estimated_stepping_batches), 0.99)
-            assert module.tau == pytest.approx(tau)
+            assert module.teacher_ema.momentum == pytest.approx(tau)
         for s, old, new in zip(students, teachers, _teacher_params(module), strict=True):
             expected = tau * old + (1 - tau) * s if stepped else old
             torch.testing.assert_close(new, expected)
@@ -152,7 +180,8 @@ def test_fit_then_evaluate_the_teacher(hydra_run, tmp_path: Path) -> None:
     assert "train/tau" in metrics_csv and "train/projection_std_epoch" in metrics_csv
     last = tmp_path / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=False)["state_dict"]
-    assert any(key.startswith("teacher_backbone.") for key in state)
+    assert any(key.startswith("teacher_ema.backbone.") for key in state)
+    assert any(key.startswith("teacher_ema.projector.") for key in state)
 
     evaluate(hydra_run("eval", [f"ckpt_path={last}", "eval.encoder=teacher", *EVAL_TINY]))
     evaluated = json.loads((tmp_path / "results.json").read_text())

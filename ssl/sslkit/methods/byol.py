@@ -19,7 +19,7 @@ from sslkit.losses import byol_loss
 from sslkit.losses.byol import BYOL_LOSS_KINDS
 from sslkit.methods.base import SSLMethod, split_views
 from sslkit.models.backbones import Backbone
-from sslkit.models.ema import ema_update, make_teacher, momentum_schedule
+from sslkit.models.ema import EMATeacher
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ class BYOL(SSLMethod):
     """Student (backbone + projector + predictor) regressed onto an EMA teacher (backbone +
     projector) with the symmetric BYOL loss over both view orders.
 
-    The teacher is a frozen copy of the student, moved towards it after every optimiser step with
+    The teacher (``teacher_ema``, an :class:`~sslkit.models.EMATeacher` of the backbone and the
+    projector) is a frozen copy of the student, moved towards it after every optimiser step with
     momentum ``tau`` rising from ``tau_base`` to 1 on a cosine over the run (logged as
     ``train/tau``). Under gradient accumulation it moves once per optimiser step, not per
     micro-batch, and the schedule follows the trainer's global step, so a resumed run continues
@@ -71,16 +72,14 @@ class BYOL(SSLMethod):
         self.collapse_threshold = collapse_threshold
         self.projector = BYOLProjectionHead(backbone.feature_dim, hidden_dim, projection_dim)
         self.predictor = BYOLPredictionHead(projection_dim, prediction_hidden_dim, projection_dim)
-        self.teacher_backbone = make_teacher(self.backbone)
-        self.teacher_projector = make_teacher(self.projector)
-        self.tau = tau_base
-        self._total_steps = 0
-        self._updated_at_step = 0
+        self.teacher_ema = EMATeacher(
+            {"backbone": self.backbone, "projector": self.projector}, base_momentum=tau_base
+        )
         self._collapse_warned_epoch = -1
 
     def evaluation_encoders(self) -> dict[str, nn.Module]:
         """The student's backbone and the teacher's (``eval.encoder=teacher``)."""
-        return {"student": self.backbone, "teacher": self.teacher_backbone}
+        return {"student": self.backbone, "teacher": self.teacher_ema.backbone}
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, targets = batch
@@ -90,7 +89,8 @@ class BYOL(SSLMethod):
         projections = self.projector(features)
         p_a, p_b = self.predictor(projections).chunk(2)
         with torch.no_grad():
-            z_a, z_b = self.teacher_projector(self.teacher_backbone(images)).chunk(2)
+            teacher = self.teacher_ema
+            z_a, z_b = teacher.projector(teacher.backbone(images)).chunk(2)
         loss = 0.5 * (byol_loss(p_a, z_b, self.loss_kind) + byol_loss(p_b, z_a, self.loss_kind))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         self.monitor_collapse(projections.detach())
@@ -129,27 +129,29 @@ class BYOL(SSLMethod):
 
     # ------------------------------------------------------------ EMA teacher
     def on_train_start(self) -> None:
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError(
-                "BYOL's momentum schedule needs a run of known length: set trainer.max_epochs "
-                "or trainer.max_steps."
-            )
-        self._total_steps = int(total)
-        self._updated_at_step = self.trainer.global_step
+        self.teacher_ema.on_train_start(self.trainer)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """After each optimiser step (not each micro-batch), move the teacher towards the
         student with the momentum of that step."""
-        step = self.trainer.global_step
-        if step == self._updated_at_step:
-            return
-        self._updated_at_step = step
-        self.update_teacher(step - 1, self._total_steps)
-        self.log("train/tau", self.tau, on_step=True, on_epoch=False)
+        if self.teacher_ema.on_train_batch_end(self.trainer):
+            self.log("train/tau", self.teacher_ema.momentum, on_step=True, on_epoch=False)
 
     def update_teacher(self, step: int, total_steps: int) -> None:
-        """Move the teacher towards the student with the momentum of optimiser step ``step``."""
-        self.tau = momentum_schedule(step, total_steps, self.tau_base)
-        ema_update(self.backbone, self.teacher_backbone, self.tau)
-        ema_update(self.projector, self.teacher_projector, self.tau)
+        """Move the teacher towards the student with the momentum of optimiser step ``step``
+        (what ``on_train_batch_end`` does in a Lightning run)."""
+        self.teacher_ema.update(step, total_steps)
+
+    #: Where checkpoints written before the teacher was an ``EMATeacher`` keep its weights.
+    LEGACY_TEACHER_KEYS = {
+        "teacher_backbone.": "teacher_ema.backbone.",
+        "teacher_projector.": "teacher_ema.projector.",
+    }
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Older checkpoints hold the teacher as two top-level modules; rename their keys so
+        # they load (strictly) into ``teacher_ema``.
+        for old, new in self.LEGACY_TEACHER_KEYS.items():
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)

@@ -2,13 +2,14 @@
 
 from sslkit.models.backbones import Backbone, ConvNet, ConvNet3d, ResNet, VideoResNet
 from sslkit.models.decoder import ConvDecoder
-from sslkit.models.ema import ema_update, make_teacher, momentum_schedule
+from sslkit.models.ema import EMATeacher, ema_update, make_teacher, momentum_schedule
 
 __all__ = [
     "Backbone",
     "ConvDecoder",
     "ConvNet",
     "ConvNet3d",
+    "EMATeacher",
     "ResNet",
     "VideoResNet",
     "ema_update",

@@ -1,13 +1,18 @@
 """Exponential-moving-average (EMA) teachers: a frozen copy of a network that trails it.
 
-Student-teacher methods (BYOL) regress the student onto a teacher whose weights are an EMA of
-the student's. The three pieces here are independent of Lightning so any method can use them:
-make the frozen copy, compute the momentum for a step, and move the copy towards the student.
+Student-teacher methods (BYOL; MoCo's key encoder and DINO's teacher are the same idea)
+compare the student with a teacher whose weights are an EMA of the student's. The helpers make
+the frozen copy, compute the momentum for a step and move the copy towards the student;
+:class:`EMATeacher` puts them together into the component a method adds, with the
+once-per-optimiser-step bookkeeping of a Lightning run.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -26,26 +31,32 @@ def make_teacher(student: nn.Module) -> nn.Module:
     return teacher
 
 
-def momentum_schedule(step: int, total_steps: int, tau_base: float) -> float:
-    """BYOL's cosine momentum ``tau = 1 - (1 - tau_base) * (cos(pi * step / total_steps) + 1) / 2``.
+def momentum_schedule(
+    step: int, total_steps: int, tau_base: float, tau_final: float = 1.0
+) -> float:
+    """BYOL's cosine momentum
+    ``tau = tau_final - (tau_final - tau_base) * (cos(pi * step / total_steps) + 1) / 2``.
 
-    ``tau`` rises from ``tau_base`` at step 0 to 1.0 at ``total_steps``, so the teacher moves
-    fast early on and freezes at the end of training. Steps past ``total_steps`` stay at 1.0.
+    ``tau`` rises from ``tau_base`` at step 0 to ``tau_final`` (1.0 in BYOL) at
+    ``total_steps``, so the teacher moves fast early on and freezes at the end of training.
+    Steps past ``total_steps`` stay at ``tau_final``.
 
     Args:
         step: index of the optimiser step that was just taken (0 for the first).
         total_steps: optimiser steps of the whole run.
         tau_base: momentum at step 0, in [0, 1].
+        tau_final: momentum at ``total_steps``, in [0, 1].
     """
-    if not 0.0 <= tau_base <= 1.0:
-        raise ValueError(f"tau_base is a momentum in [0, 1], got {tau_base}.")
+    for name, value in (("tau_base", tau_base), ("tau_final", tau_final)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} is a momentum in [0, 1], got {value}.")
     if total_steps < 1 or step < 0:
         raise ValueError(
             f"the momentum schedule needs step >= 0 and total_steps >= 1, got step={step} "
             f"and total_steps={total_steps}."
         )
     # lightly's schedule runs over max_steps - 1 intervals; total_steps + 1 gives the formula.
-    return cosine_schedule(min(step, total_steps), total_steps + 1, tau_base, 1.0)
+    return cosine_schedule(min(step, total_steps), total_steps + 1, tau_base, tau_final)
 
 
 @torch.no_grad()
@@ -66,3 +77,129 @@ def ema_update(student: nn.Module, teacher: nn.Module, tau: float) -> None:
             "student parameters, or differing shapes."
         )
     update_momentum(student, teacher, tau)
+
+
+class EMATeacher(nn.Module):
+    """Frozen EMA copies of one or more student modules, moved towards them once per
+    optimiser step with a cosine momentum schedule.
+
+    Each student in ``students`` gets a copy registered under the same name (``teacher.backbone``,
+    ``teacher.projector``), so the copies are part of the method's ``state_dict`` and of every
+    checkpoint, move with it between devices, and are equal on every process (each process
+    applies the same update to the same, synchronised student weights). Their parameters never
+    require gradients, so the optimiser never sees them; a method runs them under
+    ``torch.no_grad()``. The students themselves are only referenced, never registered here.
+
+    The momentum of optimiser step ``s`` of ``T`` is :func:`momentum_schedule`: from
+    ``base_momentum`` at the first step to ``final_momentum`` at the last. A method drives it
+    from two Lightning hooks; the step count comes from the trainer, so under gradient
+    accumulation the teacher moves once per optimiser step (not per micro-batch) and a resumed
+    run continues the schedule where it stopped::
+
+        self.teacher = EMATeacher({"backbone": self.backbone}, base_momentum=0.996)
+
+        def training_step(self, batch, batch_idx):
+            with torch.no_grad():
+                targets = self.teacher.backbone(images)
+
+        def on_train_start(self):
+            self.teacher.on_train_start(self.trainer)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            if self.teacher.on_train_batch_end(self.trainer):
+                self.log("train/tau", self.teacher.momentum)
+
+    Outside Lightning, call :meth:`update` after each optimiser step.
+
+    Args:
+        students: the modules to follow, by the name their copy takes.
+        base_momentum: momentum at the first optimiser step, in [0, 1].
+        final_momentum: momentum at the last optimiser step, in [0, 1] (1 freezes the teacher
+            at the end of training, as in BYOL).
+    """
+
+    def __init__(
+        self,
+        students: Mapping[str, nn.Module],
+        *,
+        base_momentum: float,
+        final_momentum: float = 1.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"the teacher's {name} is a momentum in [0, 1], got {value}.")
+        if not students:
+            raise ValueError("an EMATeacher needs at least one student module to follow.")
+        self.base_momentum = base_momentum
+        self.final_momentum = final_momentum
+        #: Momentum of the last update (``base_momentum`` before the first).
+        self.momentum = base_momentum
+        self._total_steps: int | None = None
+        self._updated_at_step = 0
+        # A plain dict: the students belong to the method, not to the teacher's state.
+        self._students: dict[str, nn.Module] = dict(students)
+        for name, student in students.items():
+            if not isinstance(student, nn.Module):
+                raise TypeError(f"the student {name!r} must be an nn.Module, got {type(student)}")
+            if not name.isidentifier() or hasattr(self, name):
+                raise ValueError(
+                    f"{name!r} cannot name a teacher module: use an identifier that is not an "
+                    "attribute of EMATeacher (e.g. 'backbone', 'projector', 'head')."
+                )
+            self.add_module(name, make_teacher(student))
+
+    def __getitem__(self, name: str) -> nn.Module:
+        """The teacher copy of the student called ``name``."""
+        return self._modules[name]
+
+    def pairs(self) -> Iterator[tuple[str, nn.Module, nn.Module]]:
+        """``(name, student, teacher)`` for every followed module."""
+        for name, student in self._students.items():
+            yield name, student, self._modules[name]
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """The momentum of optimiser step ``step`` (0-based) of a run of ``total_steps``."""
+        return momentum_schedule(step, total_steps, self.base_momentum, self.final_momentum)
+
+    @torch.no_grad()
+    def update(self, step: int, total_steps: int) -> float:
+        """Move every teacher copy towards its student with the momentum of optimiser step
+        ``step``; returns that momentum (also kept in :attr:`momentum`)."""
+        tau = self.momentum_at(step, total_steps)
+        for _, student, teacher in self.pairs():
+            ema_update(student, teacher, tau)
+        self.momentum = tau
+        return tau
+
+    # ------------------------------------------------------------ Lightning hooks
+    def on_train_start(self, trainer: Any) -> None:
+        """Read the run's length and the step it starts from (0, or where a resumed run
+        stopped). Call it from the method's ``on_train_start``."""
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError(
+                "the EMA teacher's momentum schedule needs a run of known length: set "
+                "trainer.max_epochs or trainer.max_steps."
+            )
+        self._total_steps = int(total)
+        self._updated_at_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: Any) -> bool:
+        """Update the teacher if the optimiser stepped since the last call (with the momentum
+        of that step); returns whether it did. Call it from the method's
+        ``on_train_batch_end``."""
+        if self._total_steps is None:
+            raise RuntimeError(
+                "EMATeacher.on_train_batch_end was called before on_train_start: call "
+                "teacher.on_train_start(self.trainer) from the method's on_train_start."
+            )
+        step = trainer.global_step
+        if step == self._updated_at_step:
+            return False
+        self._updated_at_step = step
+        self.update(step - 1, self._total_steps)
+        return True
+
+    def extra_repr(self) -> str:
+        return f"base_momentum={self.base_momentum}, final_momentum={self.final_momentum}"
