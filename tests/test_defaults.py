@@ -14,7 +14,13 @@ import pytest
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from sslkit.config import OPTION_SCHEMAS, DataSchema, TrainerSchema, config_dir, schema_of
+from sslkit.config import (
+    TrainerSchema,
+    check_merges_schema,
+    config_dir,
+    derived_schema,
+    option_schemas,
+)
 from sslkit.eval import KNNProtocol, LinearProtocol
 from tests.conftest import compose_config, run_cli
 
@@ -23,10 +29,7 @@ GROUPS = ("augment", "backbone", "data", "logger", "method", "optim", "schedule"
 
 
 def _schemas() -> dict[str, object]:
-    schemas = {
-        name: schema_of(target, **options) for name, (target, options) in OPTION_SCHEMAS.items()
-    }
-    return {**schemas, "data_schema": DataSchema}
+    return {option.name: derived_schema(option) for option in option_schemas()}
 
 
 def _options() -> list[Path]:
@@ -111,3 +114,51 @@ def test_help_offers_only_real_choices(tmp_path: Path) -> None:
     groups = done.stdout.split("== Config ==")[0]
     assert "optim: adamw, lars, sgd\n" in groups
     assert "schema" not in groups and "local:" not in groups
+
+
+def test_every_option_with_a_target_gets_its_schema_and_merges_it() -> None:
+    options = {option.name: option for option in option_schemas()}
+    assert options["backbone_convnet_schema"].target == "sslkit.models.ConvNet"
+    assert options["data_synthetic_source_schema"].key == "source"
+    assert options["optim_sgd_schema"].partial
+    assert set(options["optim_sgd_schema"].include) == {
+        "lr",
+        "momentum",
+        "weight_decay",
+        "nesterov",
+    }
+    for option in options.values():
+        check_merges_schema(option)  # raises for a file that does not
+
+
+def test_an_option_that_does_not_merge_its_schema_fails_registration(tmp_path: Path) -> None:
+    (tmp_path / "backbone").mkdir()
+    (tmp_path / "backbone" / "tiny.yaml").write_text(
+        "defaults:\n  - _self_\n_target_: sslkit.models.ConvNet\nwidths: [8]\n"
+    )
+    [option] = option_schemas(tmp_path)
+    assert option.name == "backbone_tiny_schema"
+    with pytest.raises(
+        ValueError, match=r"tiny\.yaml.*sslkit\.models\.ConvNet.*/backbone_tiny_schema@_here_"
+    ):
+        check_merges_schema(option)
+
+
+def test_a_declared_runtime_argument_is_not_a_key() -> None:
+    options = {option.name: option for option in option_schemas()}
+    keys = set(OmegaConf.structured(derived_schema(options["method_simclr_schema"])))
+    assert "temperature" in keys and not keys & {"backbone", "optimizer", "num_classes"}
+    views = set(OmegaConf.structured(derived_schema(options["augment_simclr_schema"])))
+    assert {"min_scale", "cj_strength"} <= views  # shared with view_spec
+    assert not views & {"image_size", "mean", "std", "in_channels", "suffix"}
+
+
+def test_a_key_the_target_does_not_take_names_the_key_and_the_class(tmp_path: Path) -> None:
+    done = run_cli(
+        [sys.executable, "-m", "sslkit.train", "backbone=convnet", "backbone.small_input=false"],
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    assert (
+        "backbone.small_input is not a setting of backbone (sslkit.models.ConvNet)" in done.stderr
+    )

@@ -13,7 +13,10 @@ from sslkit.config import exit_on_unknown_keys
         (["method.temprature=0.2"], "did you mean method.temperature?"),
         (["experiment=byol_convnet_synthetic", "method.tau_bse=0.9"], "method.tau_base?"),
         (["-m", "seed=0,1", "trainer.max_epoch=3"], "trainer.max_epochs"),
-        (["method.foo.bar=1"], "the settings of method are: _target_, hidden_dim"),
+        (
+            ["method.foo.bar=1"],
+            "the settings of method (sslkit.methods.SimCLR) are: _target_, hidden_dim",
+        ),
     ],
 )
 def test_misspelt_keys_get_the_closest_existing_one(argv: list[str], suggestion: str) -> None:

@@ -1,13 +1,19 @@
 """Typed schemas of the configs, derived from the code, and where the configs live.
 
 Every default is written once, in the signature of the class or function that uses it.
-:func:`schema_of` turns such a signature into a structured config with the same defaults;
-each config group option merges the schema of its ``_target_`` (``OPTION_SCHEMAS``) and sets
-only the values that differ. Run-level keys that no single class takes (``seed``, ``resume``,
-``eval.encoder``, ...) are defined by :class:`TrainSchema` and :class:`EvalRunSchema`, and the
-trainer's by :class:`TrainerSchema`. Hydra validates every override against these schemas while
-composing, so a typo (``trainer.max_epoch=5``) or a wrong type (``data.batch_size=big``) stops
-the run with Hydra's message before anything is built.
+:func:`schema_of` turns such a signature into a structured config with the same defaults. When
+the configs are registered, every option file ``conf/<group>/<option>.yaml`` that names a
+``_target_`` gets the schema of that target as ``<group>_<option>_schema`` (and each nested
+target, such as ``data.source``, ``<group>_<option>_<key>_schema``); the file merges it first in
+its defaults list and sets only the values that differ. What a signature does not say (the
+arguments the builders pass at run time, keys a recipe fixes) is declared on the target with
+:func:`sslkit.configurable.configurable`; an option that offers only some keys of its target
+lists them in a ``# schema keys: a, b, c`` comment line. Run-level keys that no single class takes
+(``seed``, ``resume``, ``eval.encoder``, ...) are defined by :class:`TrainSchema` and
+:class:`EvalRunSchema`, and the trainer's by :class:`TrainerSchema`. Hydra validates every
+override against these schemas while composing, so a typo (``trainer.max_epoch=5``), a key the
+target does not take (``backbone.small_input`` with ``backbone=convnet``) or a wrong type
+(``data.batch_size=big``) stops the run with a message naming the key and the class.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import re
 import types
 import typing
 from collections import abc
@@ -31,6 +38,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from sslkit.configurable import declaration
 
 
 def config_dir() -> str:
@@ -121,7 +130,6 @@ def schema_of(
     include: Sequence[str] | None = None,
     partial: bool = False,
     shared: str | None = None,
-    bases: Sequence[str | type] = (),
 ) -> type:
     """A structured config of ``target``'s keyword parameters, with its own defaults.
 
@@ -137,8 +145,6 @@ def schema_of(
         partial: Add ``_partial_: true`` (a factory completed at run time).
         shared: The function ``target``'s ``**kwargs`` go to; its optional parameters join the
             schema (e.g. the view keys every recipe shares, :func:`~sslkit.augment.views.view_spec`).
-        bases: Schemas (or their dotted paths) it extends, for a field typed by one of them
-            (``data`` is a :class:`DataSchema`, so a DataModule subclass's schema extends it).
     """
     path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
     obj = get_object(target) if isinstance(target, str) else target
@@ -177,8 +183,7 @@ def schema_of(
         else:
             value = dataclasses.field(default=default)
         fields.append((parameter.name, kind, value))
-    parents = tuple(get_object(base) if isinstance(base, str) else base for base in bases)
-    schema = dataclasses.make_dataclass(name or f"{obj.__name__}Schema", fields, bases=parents)
+    schema = dataclasses.make_dataclass(name or f"{obj.__name__}Schema", fields)
     # Importable as sslkit.config.<name>, so that a config pickled into another process (a
     # submitit job) refers to it by name.
     schema.__module__ = __name__
@@ -188,121 +193,114 @@ def schema_of(
 
 # ------------------------------------------------------------------------------ the schemas
 
-#: Arguments the builders pass at run time, never set in a config.
-_METHOD_ARGS = (
-    "backbone", "optimizer", "schedule", "num_classes", "multilabel", "batch_size",
-    "base_batch_size",
-)  # fmt: skip
-_VIEW_ARGS = ("image_size", "mean", "std", "in_channels", "suffix")
-_SCHEDULE_ARGS = ("optimizer", "total_steps", "steps_per_epoch")
-#: Where the view factories' ``**shared`` keys go.
-_VIEW = "sslkit.augment.views.view_spec"
-_VOLUME_VIEW = "sslkit.augment.volumes.volume_view_spec"
+#: Config groups whose options are not derived from a ``_target_`` (the trainer's keys are
+#: :class:`TrainerSchema`, the protocols' are :class:`KNNSchema` / :class:`LinearSchema`) or are
+#: not options at all (presets, sweeps, launchers, site settings).
+_UNDERIVED_GROUPS = ("experiment", "sweep", "hydra", "local", "trainer", "eval")
+#: A comment line of an option file that offers only some keys of its target, e.g.
+#: ``# schema keys: lr, momentum, weight_decay, nesterov`` (torch's SGD takes more).
+_KEYS_LINE = re.compile(r"^#\s*schema keys:\s*(?P<keys>.+)$", re.MULTILINE)
 
-#: Schemas of the config group options, derived from what each instantiates. An option file
-#: merges its schema first (``defaults: [/<name>@_here_, _self_]``) and sets only what differs.
-#: Stored under top-level names, so that they are not offered as group options.
-OPTION_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
-    "method_simclr_schema": ("sslkit.methods.SimCLR", {"exclude": _METHOD_ARGS}),
-    "method_byol_schema": ("sslkit.methods.BYOL", {"exclude": _METHOD_ARGS}),
-    "method_pairwise_schema": ("sslkit.methods.PairwiseContrastive", {"exclude": _METHOD_ARGS}),
-    "method_triplet_schema": ("sslkit.methods.Triplet", {"exclude": _METHOD_ARGS}),
-    "method_supervised_schema": ("sslkit.methods.Supervised", {"exclude": _METHOD_ARGS}),
-    "method_inpainting_schema": ("sslkit.methods.MaskedInpainting", {"exclude": _METHOD_ARGS}),
-    "mask_schema": ("sslkit.augment.MaskGenerator", {}),
-    "backbone_convnet_schema": ("sslkit.models.ConvNet", {"exclude": ("in_channels",)}),
-    "backbone_resnet_schema": ("sslkit.models.ResNet", {"exclude": ("in_channels",)}),
-    "backbone_conv3d_schema": ("sslkit.models.ConvNet3d", {"exclude": ("in_channels",)}),
-    "backbone_video_resnet_schema": ("sslkit.models.VideoResNet", {"exclude": ("in_channels",)}),
-    "augment_simclr_schema": (
-        "sslkit.augment.simclr_views",
-        {"exclude": (*_VIEW_ARGS, "sigmas", "solarization"), "partial": True, "shared": _VIEW},
-    ),
-    # One mild view (inpainting, supervised): SimCLR's factory with its crop and flip keys.
-    "augment_mild_schema": (
-        "sslkit.augment.simclr_views",
-        {
-            "include": (
-                "num_views",
-                "min_scale",
-                "cj_prob",
-                "random_gray_scale",
-                "gaussian_blur",
-                "hf_prob",
-                "vf_prob",
-                "rr_prob",
-                "backend",
-            ),
-            "partial": True,
-            "shared": _VIEW,
-        },
-    ),  # fmt: skip
-    "augment_byol_schema": (
-        "sslkit.augment.byol_views",
-        {"exclude": (*_VIEW_ARGS, "rr_degrees"), "partial": True, "shared": _VIEW},
-    ),
-    "augment_volumes_schema": (
-        "sslkit.augment.simclr_volume_views",
-        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
-    ),
-    "augment_byol_volumes_schema": (
-        "sslkit.augment.byol_volume_views",
-        {"exclude": _VIEW_ARGS, "partial": True, "shared": _VOLUME_VIEW},
-    ),
-    "augment_none_schema": ("sslkit.augment.no_views", {"exclude": _VIEW_ARGS, "partial": True}),
-    # Clip views: an image recipe (``views``, a partial) applied per clip of a video.
-    "augment_clips_schema": (
-        "sslkit.augment.clip_views",
-        {"exclude": (*_VIEW_ARGS, "frames", "stride"), "partial": True},
-    ),
-    "schedule_warmup_cosine_schema": (
-        "sslkit.optim.warmup_cosine",
-        {"exclude": _SCHEDULE_ARGS, "partial": True},
-    ),
-    "schedule_constant_schema": (
-        "sslkit.optim.constant",
-        {"exclude": _SCHEDULE_ARGS, "partial": True},
-    ),
-    "optim_sgd_schema": (
-        "torch.optim.SGD",
-        {"include": ("lr", "momentum", "weight_decay", "nesterov"), "partial": True},
-    ),
-    "optim_lars_schema": (
-        "lightly.utils.lars.LARS",
-        {"include": ("lr", "momentum", "weight_decay", "trust_coefficient"), "partial": True},
-    ),
-    "optim_adamw_schema": (
-        "torch.optim.AdamW",
-        {"include": ("lr", "betas", "weight_decay"), "partial": True},
-    ),
-    "logger_wandb_schema": ("sslkit.loggers.wandb_logger", {}),
-    "logger_csv_schema": (
-        "sslkit.loggers.ResumableCSVLogger",
-        {"include": ("save_dir", "name", "version")},
-    ),
-    "source_synthetic_schema": ("sslkit.data.SyntheticShapes", {}),
-    "source_fashion_mnist_schema": ("sslkit.data.FashionMNIST", {}),
-    "source_cifar_schema": ("sslkit.data.CIFAR10", {}),
-    "source_stl10_schema": ("sslkit.data.STL10", {}),
-    "source_imagefolder_schema": ("sslkit.data.ImageFolder", {}),
-    "source_synthetic_video_schema": ("sslkit.data.SyntheticClips", {}),
-    "source_videofolder_schema": ("sslkit.data.VideoFolder", {}),
-    "data_video_schema": (
-        "sslkit.data.VideoDataModule",
-        {"exclude": ("augment",), "bases": ("sslkit.config.DataSchema",)},
-    ),
-    "source_synthetic_volumes_schema": ("sslkit.data.SyntheticVolumes", {}),
-    "source_volume_folder_schema": ("sslkit.data.VolumeFolder", {}),
-}
 
-DataSchema = schema_of("sslkit.data.SSLDataModule", name="DataSchema", exclude=("augment",))
+@dataclass(frozen=True)
+class OptionSchema:
+    """The schema of one config node that names a ``_target_``: a whole option file
+    (``key`` None) or one of its nested targets (``data.source``, ``method.mask``)."""
+
+    name: str  # as stored in the ConfigStore and named in the option's defaults list
+    path: Path
+    key: str | None
+    target: str
+    partial: bool
+    include: tuple[str, ...] | None
+
+    @property
+    def entry(self) -> str:
+        """The defaults-list entry that merges it."""
+        return f"/{self.name}@{self.key or '_here_'}"
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+
+
+def option_schemas(root: str | Path | None = None) -> list[OptionSchema]:
+    """Every option file's schemas, read off the files: ``conf/<group>/<option>.yaml`` naming a
+    ``_target_`` gets ``<group>_<option>_schema``, and each top-level key of it that names a
+    ``_target_`` of its own gets ``<group>_<option>_<key>_schema``."""
+    found = []
+    for path in sorted(Path(root or config_dir()).glob("*/*.yaml")):
+        group, option = path.parent.name, path.stem
+        if group in _UNDERIVED_GROUPS:
+            continue
+        text = path.read_text()
+        raw = OmegaConf.to_container(OmegaConf.create(text), resolve=False) if text.strip() else {}
+        if not isinstance(raw, dict) or raw.get("_target_") is None:
+            continue  # a variant of another option (its defaults name it) or `logger=none`
+        lines = _KEYS_LINE.findall(text)
+        include = tuple(k for k in re.split(r"[,\s]+", lines[0]) if k) if lines else None
+        found.append(
+            OptionSchema(
+                f"{group}_{option}_schema", path, None, str(raw["_target_"]),
+                bool(raw.get("_partial_", False)), include,
+            )
+        )  # fmt: skip
+        for key, value in raw.items():
+            if isinstance(value, dict) and value.get("_target_") is not None:
+                found.append(
+                    OptionSchema(
+                        f"{group}_{option}_{key}_schema", path, str(key), str(value["_target_"]),
+                        bool(value.get("_partial_", False)), None,
+                    )
+                )  # fmt: skip
+    return found
+
+
+def check_merges_schema(option: OptionSchema) -> None:
+    raw = OmegaConf.to_container(OmegaConf.load(option.path), resolve=False)
+    entries = [e for e in raw.get("defaults", []) if isinstance(e, str)]
+    if option.entry not in entries and option.entry[1:] not in entries:
+        where = f"its `{option.key}` ({option.target})" if option.key else option.target
+        raise ValueError(
+            f"{option.path}: the defaults list must merge the schema derived from {where}: "
+            f"add `- {option.entry}` before `- _self_`."
+        )
+
+
+#: Schema classes by what they are derived from, so that options with the same target share one.
+_DERIVED: dict[tuple[Any, ...], type] = {}
+
+
+def derived_schema(option: OptionSchema) -> type:
+    """The structured config of ``option``'s target, as its class declares it
+    (:func:`sslkit.configurable.configurable`), limited to the option's ``# schema keys:`` line if any."""
+    try:
+        obj = get_object(option.target)
+    except Exception as error:
+        raise ValueError(
+            f"{option.path}: _target_ {option.target} cannot be imported ({error})"
+        ) from error
+    declared = declaration(obj) or {}
+    spec = {
+        "exclude": tuple(declared.get("exclude", ())),
+        "include": option.include,
+        "shared": declared.get("shared"),
+        "partial": option.partial,
+    }
+    cache_key = (option.target, *(tuple(v) if isinstance(v, list) else v for v in spec.values()))
+    if cache_key not in _DERIVED:
+        name, count = f"{_camel(obj.__name__)}Schema", 1
+        while name in globals():  # another subset of the same target's keys
+            name, count = (
+                f"{_camel(obj.__name__)}Subset{count if count > 1 else ''}Schema",
+                count + 1,
+            )
+        _DERIVED[cache_key] = schema_of(obj, name=name, **spec)
+    return _DERIVED[cache_key]
+
+
 KNNSchema = schema_of("sslkit.eval.KNNProtocol", name="KNNSchema")
 LinearSchema = schema_of("sslkit.eval.LinearProtocol", name="LinearSchema")
-#: The option schemas by name, as classes of this module.
-_OPTION_CLASSES = {
-    name: schema_of(target, name="".join(part.title() for part in name.split("_")), **options)
-    for name, (target, options) in OPTION_SCHEMAS.items()
-}
 
 
 @dataclass
@@ -385,7 +383,7 @@ class TrainSchema(RunSchema):
     checkpoint_every_n_steps: int = 0
     # Reference rows evaluated with the same protocol: flattened pixels and an untrained encoder.
     baselines: list[str] = field(default_factory=lambda: ["raw_pixels", "random_init"])
-    data: DataSchema = field(default_factory=DataSchema)  # type: ignore[valid-type]
+    data: Any = MISSING
     augment: Any = MISSING
     backbone: Any = MISSING
     method: Any = MISSING
@@ -405,15 +403,36 @@ class EvalRunSchema(RunSchema):
     augment: Any = None
 
 
+_registered = False
+
+
 def register_configs() -> None:
-    """Put the schemas into Hydra's ConfigStore (idempotent); call before composing."""
+    """Put the schemas into Hydra's ConfigStore (idempotent); call before composing.
+
+    The option schemas are derived from the option files found under :func:`config_dir`; an
+    option file whose defaults list does not merge its schema is an error here."""
+    global _registered
+    if _registered:
+        return
+    import sslkit.optim  # noqa: F401  (declarations of the optimisers torch and lightly ship)
+
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
     cs.store(name="eval_schema", node=EvalRunSchema)
-    # Every data option merges it first (also under sslkit-eval, whose `data` is untyped).
-    cs.store(name="data_schema", node=DataSchema)
-    for name, schema in _OPTION_CLASSES.items():
-        cs.store(name=name, node=schema)
+    for option in option_schemas():
+        check_merges_schema(option)
+        cs.store(name=option.name, node=derived_schema(option))
+    _registered = True
+
+
+def __getattr__(name: str) -> Any:
+    """Derived schema classes by name (``sslkit.config.ConvNetSchema``), so that a config
+    pickled into another process (a submitit job) finds its class there."""
+    if name.endswith("Schema") and not name.startswith("_"):
+        register_configs()
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unknown_key_message(config: Any, key: str) -> str | None:
@@ -426,6 +445,8 @@ def unknown_key_message(config: Any, key: str) -> str | None:
         if part not in known:
             parent = ".".join(path)
             where = f"of {parent}" if parent else "at the top level"
+            if parent and node.get("_target_") is not None:
+                where += f" ({node._target_})"
             close = difflib.get_close_matches(part, known, n=3, cutoff=0.6)
             prefix = f"{parent}." if parent else ""
             hint = (

@@ -12,7 +12,8 @@ not say is declared here, on the target itself, so that no central list has to f
 
 Subclasses inherit the declaration of their base (every method is an ``SSLMethod``, every
 backbone a ``Backbone``). A target without a declaration (a torch optimiser, a third-party
-class) is offered with the keys its option file writes, and no others.
+class) is offered with all its keyword parameters; an option that offers only some of them
+says which in a ``# schema keys: a, b, c`` comment line of its YAML file (``conf/optim/sgd.yaml``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ def configurable(
     *,
     runtime: Sequence[str] = (),
     exclude: Sequence[str] = (),
-    include: Sequence[str] | None = None,
     shared: str | None = None,
 ) -> Callable[[T], T]:
     """Declare how ``target`` is offered as a config option.
@@ -38,14 +38,12 @@ def configurable(
         runtime: parameters the builders pass at run time (the backbone of a method, the
             image size of a view factory); never set in a config.
         exclude: parameters deliberately not offered (a recipe's fixed choice).
-        include: offer only these parameters (a deliberate subset).
         shared: dotted path of the function a ``**kwargs`` parameter hands its keys to; that
             function's optional parameters become keys of the option too (the view keys every
             recipe shares, :func:`~sslkit.augment.views.view_spec`).
     """
     declaration = {
         "exclude": (*runtime, *exclude),
-        "include": None if include is None else tuple(include),
         "shared": shared,
     }
 

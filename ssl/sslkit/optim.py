@@ -14,6 +14,8 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from sslkit.configurable import configurable
+
 
 def _check_steps(total_steps: int, steps_per_epoch: int) -> None:
     if total_steps < 1 or steps_per_epoch < 1:
@@ -23,6 +25,11 @@ def _check_steps(total_steps: int, steps_per_epoch: int) -> None:
         )
 
 
+#: What the method passes a schedule factory once Lightning knows the step counts.
+SCHEDULE_RUNTIME_ARGS = ("optimizer", "total_steps", "steps_per_epoch")
+
+
+@configurable(runtime=SCHEDULE_RUNTIME_ARGS)
 def warmup_cosine(
     optimizer: Optimizer,
     *,
@@ -54,6 +61,7 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
+@configurable(runtime=SCHEDULE_RUNTIME_ARGS)
 def constant(optimizer: Optimizer, *, total_steps: int, steps_per_epoch: int) -> LambdaLR:
     """The configured learning rate for every step (a baseline for schedule ablations)."""
     _check_steps(total_steps, steps_per_epoch)

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from sslkit.augment.batched import ViewParams, render_view, sample_view
-from sslkit.augment.views import Views
+from sslkit.augment.views import VIEW_ARGS, Views
+from sslkit.configurable import configurable
 
 
 def clip_span(frames: int, stride: int) -> int:
@@ -137,6 +138,7 @@ class ClipViews:
         )
 
 
+@configurable(runtime=(*VIEW_ARGS, "frames", "stride"))
 def clip_views(
     *,
     views: Callable[..., Views],

@@ -23,12 +23,16 @@ from torch import Tensor
 from torchvision.transforms import v2 as T
 
 from sslkit.augment.batched import ViewSpec, render_view, sample_view
+from sslkit.configurable import configurable
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 ViewTransform = Callable[[Image.Image], list[torch.Tensor]]
 ViewFactory = Callable[..., "Views"]
 
 BACKENDS = ("auto", "batched", "pil")
+
+#: What a DataModule passes every view factory: the dataset's size, statistics and channels.
+VIEW_ARGS = ("image_size", "mean", "std", "in_channels")
 
 _MODES = {1: "L", 3: "RGB"}
 
@@ -220,6 +224,7 @@ class Views:
         return f"{type(self).__name__}(specs={self.specs}, backend={self.backend!r})"
 
 
+@configurable(runtime=VIEW_ARGS)
 def no_views(
     *,
     image_size: int,
@@ -242,6 +247,9 @@ def no_views(
     )
 
 
+@configurable(
+    runtime=VIEW_ARGS, exclude=("sigmas", "solarization", "suffix"), shared=f"{__name__}.view_spec"
+)
 def simclr_views(
     *,
     image_size: int,
@@ -273,6 +281,7 @@ def simclr_views(
     return Views([spec] * int(num_views), **geometry, backend=backend)
 
 
+@configurable(runtime=VIEW_ARGS, exclude=("rr_degrees", "suffix"), shared=f"{__name__}.view_spec")
 def byol_views(
     *,
     image_size: int,

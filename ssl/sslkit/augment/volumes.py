@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sslkit.augment.views import check_num_views, normalize_stats
+from sslkit.augment.views import VIEW_ARGS, check_num_views, normalize_stats
+from sslkit.configurable import configurable
 
 # Per-axis aspect ratios of a crop, log-uniform in this range (torchvision's 2-D range).
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -301,6 +302,7 @@ def volume_view_spec(
     )
 
 
+@configurable(runtime=VIEW_ARGS, exclude=("suffix",), shared=f"{__name__}.volume_view_spec")
 def simclr_volume_views(
     *,
     image_size: int,
@@ -326,6 +328,7 @@ def simclr_volume_views(
     )
 
 
+@configurable(runtime=VIEW_ARGS, exclude=("suffix",), shared=f"{__name__}.volume_view_spec")
 def byol_volume_views(
     *,
     image_size: int,

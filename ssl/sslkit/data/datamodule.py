@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslkit.augment.views import ViewFactory, eval_transform
+from sslkit.configurable import configurable
 from sslkit.data.sampling import ResumableTrainOrder
 from sslkit.data.sources.base import (
     SPLITS,
@@ -172,6 +173,7 @@ def class_counts(targets: Sequence[Any], num_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=num_classes)
 
 
+@configurable(runtime=("augment",))
 class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
     """Pretraining and evaluation loaders for one dataset source.
 

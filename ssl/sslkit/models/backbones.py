@@ -16,7 +16,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from sslkit.configurable import configurable
 
+
+@configurable(runtime=("in_channels",))
 class Backbone(nn.Module):
     """Base class: subclasses implement :meth:`forward_spatial` and set the three attributes."""
 
