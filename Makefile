@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-fast test-slow lint format bench clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+## Unit and contract tests only: no pretraining, evaluation or other process (< 2 min on 2 CPUs).
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
+
+## The slow end-to-end runs (sweeps on launchers, multirun W&B, long resumes).
 test-slow: $(INSTALLED)
 	$(BIN)/python -m pytest -q -m slow
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -146,3 +148,89 @@ def spawn_ranks(
             for process in context.processes:
                 process.kill()
             pytest.fail(f"distributed workers did not finish within {timeout_s} s")
+
+
+# ----------------------------------------------------------------------------- test tiers
+#
+# `make test-fast` runs the unit and contract tests: everything not marked `integration`. A test
+# is marked when it, a fixture it uses or a helper of its module reaches one of the entry points
+# below (a pretraining, an evaluation, a Lightning fit, another process); a test that is slow for
+# another reason carries an explicit @pytest.mark.integration.
+
+INTEGRATION = "integration"
+
+
+def _integration_entry_points() -> set[object]:
+    import nbclient
+    import pytorch_lightning as pl
+
+    from sslkit.evaluate import evaluate
+    from sslkit.train import train
+
+    return {
+        train,
+        evaluate,
+        pl.Trainer,
+        run_cli,
+        spawn_ranks,
+        subprocess.run,
+        subprocess.Popen,
+        nbclient.NotebookClient,
+        mp.start_processes,
+    }
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    """``code`` and the code of the functions, lambdas and comprehensions defined inside it."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _reaches(function: object, entry_points: set[object], seen: set[int]) -> bool:
+    """Whether ``function`` calls an entry point, itself or through functions of a tests module."""
+    function = inspect.unwrap(getattr(function, "__func__", function))
+    code = getattr(function, "__code__", None)
+    if code is None or id(code) in seen:
+        return False
+    seen.add(id(code))
+    namespace = getattr(function, "__globals__", {})
+    names = {name for c in _code_objects(code) for name in c.co_names}
+    for name in names:
+        value = namespace.get(name)
+        if value is None:
+            continue
+        if any(value is entry for entry in entry_points):
+            return True
+        if isinstance(value, types.ModuleType):
+            # e.g. subprocess.run, pl.Trainer: an attribute of the module named in the body
+            if any(getattr(value, attr, None) is entry for attr in names for entry in entry_points):
+                return True
+        elif inspect.isfunction(value) and value.__module__.startswith("tests."):
+            if _reaches(value, entry_points, seen):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    entry_points = _integration_entry_points()
+    verdicts: dict[int, bool] = {}  # by function id: a fixture or test shared by many items
+
+    def reaches(function: object) -> bool:
+        key = id(function)
+        if key not in verdicts:
+            verdicts[key] = _reaches(function, entry_points, set())
+        return verdicts[key]
+
+    for item in items:
+        if item.get_closest_marker(INTEGRATION) or not isinstance(item, pytest.Function):
+            continue
+        fixtures = [
+            definition.func
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+            if getattr(definition.func, "__module__", "").startswith("tests.")
+        ]
+        if any(reaches(function) for function in (item.function, *fixtures)):
+            item.add_marker(INTEGRATION)
