@@ -207,9 +207,12 @@ def _reaches(function: object, entry_points: set[object], seen: set[int]) -> boo
             # e.g. subprocess.run, pl.Trainer: an attribute of the module named in the body
             if any(getattr(value, attr, None) is entry for attr in names for entry in entry_points):
                 return True
-        elif inspect.isfunction(value) and value.__module__.startswith("tests."):
-            if _reaches(value, entry_points, seen):
-                return True
+        elif (
+            inspect.isfunction(value)
+            and value.__module__.startswith("tests.")
+            and _reaches(value, entry_points, seen)
+        ):
+            return True
     return False
 
 
