@@ -24,7 +24,6 @@ from sslkit.augment.volumes import (
 from sslkit.build import build_datamodule, build_method
 from sslkit.data import CorruptDataError, SyntheticVolumes, VolumeFolder
 from sslkit.data.sources.volume_folder import normalise_volume
-from sslkit.models import ConvNet, ConvNet3d
 from tests.conftest import BIN, run_cli
 
 TINY_VOLUMES = [
@@ -123,19 +122,6 @@ def test_inverted_views_turn_intensities_upside_down_and_keep_the_random_stream(
     assert not first.invert.any()
     with pytest.raises(ValueError, match="invert_prob"):
         volume_view_spec(gaussian_blur=0.5, noise=0.5, invert_prob=1.5)
-
-
-@pytest.mark.parametrize("net, shape", [(ConvNet3d, (2, 1, 8, 8, 8)), (ConvNet, (2, 3, 8, 8))])
-def test_standardized_convnet_ignores_an_input_s_intensity_level_and_contrast(net, shape):
-    torch.manual_seed(0)
-    backbone = net(shape[1], widths=[4, 8], standardize_input=True).eval()
-    x = torch.rand(shape)
-    with torch.no_grad():
-        assert torch.allclose(backbone(x), backbone(3 * x + 0.5), atol=1e-4)
-    plain = net(shape[1], widths=[4, 8]).eval()
-    plain.load_state_dict(backbone.state_dict())
-    with torch.no_grad():
-        assert not torch.allclose(plain(x), plain(3 * x + 0.5), atol=1e-4)
 
 
 def test_gaussian_blur_3d_keeps_sigma_zero_volumes_and_the_mean():

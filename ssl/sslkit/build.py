@@ -42,10 +42,29 @@ def build_backbone(cfg: DictConfig, in_channels: int) -> Backbone:
     return instantiate(cfg.backbone, in_channels=in_channels)
 
 
+_SAMPLES = {2: "images (B, C, H, W)", 3: "volumes or clips (B, C, D, H, W)"}
+
+
+def check_dimensions(backbone: Backbone, datamodule: Any, cfg: DictConfig) -> None:
+    """Refuse a backbone whose dimensionality is not the data's (a 2-D one on volumes)."""
+    data_dims = getattr(datamodule, "spatial_dims", 2)
+    if backbone.spatial_dims == data_dims:
+        return
+    data = OmegaConf.select(cfg, "data.source._target_") or type(datamodule).__name__
+    raise ValueError(
+        f"backbone {cfg.backbone._target_} is a {backbone.spatial_dims}-D backbone for "
+        f"{_SAMPLES.get(backbone.spatial_dims, '?')}, but data {data} gives "
+        f"{data_dims}-D samples, {_SAMPLES.get(data_dims, '?')}; choose a {data_dims}-D "
+        f"backbone (conf/backbone/) or {backbone.spatial_dims}-D data."
+    )
+
+
 def build_random_backbone(cfg: DictConfig, datamodule: Any) -> Backbone:
     """The backbone of ``cfg.backbone`` at its random init, seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
-    return build_backbone(cfg, datamodule.in_channels)
+    backbone = build_backbone(cfg, datamodule.in_channels)
+    check_dimensions(backbone, datamodule, cfg)
+    return backbone
 
 
 def build_bare_backbone(cfg: DictConfig, datamodule: Any) -> Backbone:
@@ -58,9 +77,11 @@ def build_bare_backbone(cfg: DictConfig, datamodule: Any) -> Backbone:
 
 def build_method(cfg: DictConfig, datamodule: Any) -> SSLMethod:
     """The method of ``cfg.method`` around a fresh backbone, with optimiser and schedule."""
+    backbone = build_backbone(cfg, datamodule.in_channels)
+    check_dimensions(backbone, datamodule, cfg)
     return instantiate(
         cfg.method,
-        backbone=build_backbone(cfg, datamodule.in_channels),
+        backbone=backbone,
         optimizer=instantiate(cfg.optim),
         schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
         num_classes=datamodule.num_classes,
@@ -196,13 +217,37 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+#: Data keys that describe the encoder's input rather than the dataset: an evaluation on other
+#: data keeps the training run's values unless it sets its own.
+INPUT_KEYS = {"input_size": None, "standardize": False}
+
+
+def stored_config(checkpoint: dict[str, Any]) -> DictConfig:
+    """The run config a checkpoint holds, in today's keys: checkpoints written before the
+    per-sample standardisation became a data step (``data.standardize``) held it as the
+    ConvNet's ``backbone.standardize_input``."""
+    config = OmegaConf.create(checkpoint["sslkit_config"])
+    backbone = config.get("backbone")
+    if isinstance(backbone, DictConfig) and "standardize_input" in backbone:
+        with open_dict(config):
+            standardize = bool(backbone.pop("standardize_input"))
+            if isinstance(config.get("data"), DictConfig):
+                config.data.standardize = bool(config.data.get("standardize")) or standardize
+    return config
+
+
 def run_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
     """The training run's config, with this evaluation's data, backbone, eval, seed, baselines."""
-    merged = OmegaConf.create(checkpoint["sslkit_config"])
+    merged = stored_config(checkpoint)
+    trained_data = merged.get("data")
     with open_dict(merged):
         for key in ("data", "backbone"):
             if cfg.get(key) is not None:
                 merged[key] = cfg[key]
+        if cfg.get("data") is not None and isinstance(trained_data, DictConfig):
+            for key, default in INPUT_KEYS.items():
+                if merged.data.get(key, default) == default and key in trained_data:
+                    merged.data[key] = trained_data[key]
         merged.eval = cfg.eval
         merged.seed = cfg.seed
         merged.baselines = cfg.baselines
@@ -262,6 +307,6 @@ def load_method(ckpt_path: str | Path) -> LoadedRun:
     ``sslkit-eval`` does.
     """
     checkpoint = load_checkpoint(ckpt_path)
-    config = OmegaConf.create(checkpoint["sslkit_config"])
+    config = stored_config(checkpoint)
     method, datamodule = restore_method(config, checkpoint, ckpt_path)
     return LoadedRun(method.eval(), datamodule, config)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from lightly.transforms import BYOLView1Transform
 from PIL import Image
 from torch import Tensor
@@ -208,12 +209,10 @@ class Views:
         views = []
         for spec in self.specs:
             if spec is None:
-                if (height, width) != (self.image_size, self.image_size):
-                    raise ValueError(
-                        f"un-augmented views need images of {self.image_size} px, got "
-                        f"{height}x{width}."
-                    )
                 view = images.float().div_(255)
+                if (height, width) != (self.image_size, self.image_size):
+                    size = (self.image_size, self.image_size)
+                    view = F.interpolate(view, size=size, mode="bilinear", antialias=True)
             else:
                 params = sample_view(spec, n, height, width, generator)
                 view = render_view(images, params, self.image_size)

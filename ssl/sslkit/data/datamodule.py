@@ -10,6 +10,7 @@ folders go through PIL per image in DataLoader workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -19,9 +20,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from sslkit.augment.views import ViewFactory, eval_transform
 from sslkit.configurable import configurable
@@ -124,6 +126,38 @@ def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
+def standardize_samples(samples: Tensor) -> Tensor:
+    """Each sample of a batch ``(B, C, ...)`` z-scored over all its pixels and channels, so that
+    its overall brightness and contrast (which every view of it keeps) cannot serve as a
+    feature; the per-sample intensity normalisation usual for MRI."""
+    std, mean = torch.std_mean(samples, dim=tuple(range(1, samples.ndim)), keepdim=True)
+    return (samples - mean) / (std + 1e-5)
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """Images ``(B, C, H, W)`` resized to ``size`` x ``size`` (bilinear, antialiased); other
+    batches as they are."""
+    if images.ndim != 4 or tuple(images.shape[-2:]) == (size, size):
+        return images
+    return F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+
+
+class EvalBatches:
+    """Collate of the evaluation loaders: the data steps every encoder's input gets (resize to
+    ``data.input_size``, ``data.standardize``) after the un-augmented view; picklable for
+    loader workers."""
+
+    def __init__(self, collate: Callable[[Any], Any], size: int, standardize: bool) -> None:
+        self.collate, self.size, self.standardize = collate, size, standardize
+
+    def __call__(self, items: Any) -> tuple[Tensor, Tensor]:
+        images, labels = self.collate(items)
+        images = resize_images(images, self.size)
+        return (standardize_samples(images) if self.standardize else images), labels
+
+
 def tensor_images(dataset: LabelledDataset, image_size: int) -> tuple[Tensor, Tensor] | None:
     """Channels-first uint8 samples and their targets, without copying, when ``dataset`` is an
     in-memory array (or a subset of one) whose last two axes are ``image_size``: images
@@ -188,6 +222,11 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
     With ``drop_last`` the last incomplete training batch is dropped (contrastive losses
     depend on the batch size); a train split smaller than one batch is an error rather than
     a silently smaller batch, so the effective batch size is always the configured one.
+    ``input_size``: the side the views and the evaluation give the network (None: the
+    source's native size, e.g. 28 for Fashion-MNIST); in-memory images are resized on the
+    batched path too. ``standardize``: z-score every sample over all its pixels and channels
+    after the views, alike in training and evaluation (:func:`standardize_samples`); the
+    raw-pixel baseline reads the pixels without it.
     Class counts of the train split are logged, and a warning is raised when the largest
     class outnumbers the smallest by more than ``imbalance_warn_ratio`` (``inf`` disables it).
     ``max_train`` / ``max_test`` cap a split at a class-balanced subset fixed by
@@ -206,8 +245,22 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
         max_train: int | None = None,
         max_test: int | None = None,
         subset_seed: int = 0,
+        input_size: int | None = None,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
+        if input_size is not None and (
+            isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+        ):
+            raise ValueError(
+                f"data.input_size must be a positive integer or null (the dataset's own size), "
+                f"got {input_size!r}."
+            )
+        if input_size is not None and getattr(source, "spatial_dims", 2) != 2:
+            raise ValueError(
+                f"data.input_size resizes images, but {source!r} holds volumes or clips; set "
+                "their size with data.source.image_size instead."
+            )
         for key, value in (("max_train", max_train), ("max_test", max_test)):
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"data.{key} must be a positive integer or null, got {value!r}.")
@@ -237,6 +290,8 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
         self.imbalance_warn_ratio = float(imbalance_warn_ratio)
         self.limits = {"train": max_train, "test": max_test}
         self.subset_seed = subset_seed
+        self.input_size = input_size
+        self.standardize = bool(standardize)
         self._datasets: dict[str, LabelledDataset] = {}
         self.batched_views: Any = None
 
@@ -255,7 +310,13 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
 
     @property
     def image_size(self) -> int:
-        return self.source.image_size
+        """The side of the images the network sees: ``input_size``, else the native size."""
+        return self.input_size or self.source.image_size
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images, 3 for volumes and clips."""
+        return getattr(self.source, "spatial_dims", 2)
 
     @property
     def multilabel(self) -> bool:
@@ -332,6 +393,9 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
         workers = 0 if in_memory else self.num_workers
         # Training order seeded per epoch and continued exactly by a resumed run.
         sampler = self.train_sampler(dataset, batch_size) if train else None
+        collate = _whole_batch if in_memory else default_collate
+        if not train:
+            collate = EvalBatches(collate, self.image_size, self.standardize)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -341,11 +405,11 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=_whole_batch if in_memory else None,
+            collate_fn=collate,
         )
 
     def _in_memory(self, split: str) -> tuple[Tensor, Tensor] | None:
-        return tensor_images(self.dataset(split), self.image_size)
+        return tensor_images(self.dataset(split), self.source.image_size)
 
     def check_train_size(self, size: int) -> None:
         """Refuses a train split smaller than one batch when incomplete batches are dropped."""
@@ -378,13 +442,33 @@ class SSLDataModule(ResumableTrainOrder, pl.LightningDataModule):
         return self._loader(TransformedDataset(train, views), self.batch_size, train=True)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turns an in-memory uint8 training batch into its views, on the device it is on."""
+        """Turns an in-memory uint8 training batch into its views, on the device it is on, and
+        standardises the views of every training batch with ``standardize`` (evaluation
+        batches come standardised from their loader)."""
         images, labels = batch
         if isinstance(images, Tensor) and images.dtype == torch.uint8:
             if self.batched_views is None:
                 raise RuntimeError("a uint8 batch arrived but no batched views were set up")
-            return self.batched_views.batch(images), labels
-        return batch
+            images = self.batched_views.batch(images)
+        elif isinstance(images, Tensor):
+            return batch
+        if self.standardize:
+            images = [standardize_samples(view) for view in images]
+        return images, labels
+
+    def without_standardize(self) -> contextlib.AbstractContextManager[None]:
+        """Evaluation loaders made inside this context skip ``standardize`` (the raw-pixel
+        baseline reads the pixels as the views give them)."""
+
+        @contextlib.contextmanager
+        def off() -> Any:
+            standardize, self.standardize = self.standardize, False
+            try:
+                yield
+            finally:
+                self.standardize = standardize
+
+        return off()
 
     def labelled_indices(self, split: str) -> np.ndarray:
         """Indices into :meth:`dataset` of the items evaluation uses, in the order of

@@ -136,6 +136,8 @@ class SyntheticClips(GeneratedSource):
     derived seeds and generated once, on first use, into one uint8 tensor per split.
     """
 
+    spatial_dims = 3
+
     name = "synthetic_video"
     in_channels = 3
 

@@ -133,6 +133,8 @@ class SyntheticVolumes(GeneratedSource):
     generated once, on first use, into one ``(N, 1, D, H, W)`` uint8 array per split.
     """
 
+    spatial_dims = 3
+
     name = "synthetic_volumes"
     in_channels = 1
 

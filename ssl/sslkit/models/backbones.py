@@ -116,11 +116,7 @@ class ResNet(Backbone):
 
 class ConvNet(Backbone):
     """A small VGG-style convnet for CPU runs: per stage conv-BN-ReLU twice, then stride 2.
-
-    ``standardize_input``: z-score every input (image, volume or clip) over all its pixels and
-    channels before the first convolution (per-sample intensity normalisation, as is usual for
-    MRI), so that its overall brightness and contrast, which both views of it keep, cannot serve
-    as features; applied alike in training and evaluation."""
+    (Per-sample standardisation of its inputs is a data step, ``data.standardize``.)"""
 
     # Convolution and normalisation of a stage; the 3-D subclass swaps them.
     _layers: tuple[type[nn.Module], type[nn.Module]] = (nn.Conv2d, nn.BatchNorm2d)
@@ -130,7 +126,6 @@ class ConvNet(Backbone):
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128, 256),
         channels_last: bool = False,
-        standardize_input: bool = False,
     ) -> None:
         super().__init__()
         _check_in_channels(in_channels)
@@ -140,14 +135,9 @@ class ConvNet(Backbone):
         self.in_channels = in_channels
         self.feature_dim = int(widths[-1])
         self.output_stride = 2 ** (len(widths) - 1)
-        self.standardize_input = bool(standardize_input)
         self.set_channels_last(channels_last)
 
     def forward_spatial(self, x: Tensor) -> Tensor:
-        if self.standardize_input:
-            axes = tuple(range(1, x.ndim))
-            std, mean = torch.std_mean(x, dim=axes, keepdim=True)
-            x = (x - mean) / (std + 1e-5)
         return self.stages(x)
 
 
@@ -179,8 +169,7 @@ class ConvNet3d(ConvNet):
     per stage conv-BN-ReLU twice with 3x3x3 kernels, then stride 2 along all three axes.
 
     Channels-last by default: on CPUs (oneDNN) its 3-D convolutions train faster in that layout
-    than in the contiguous one (experiments/video_volumes; :meth:`Backbone.set_channels_last`).
-    ``standardize_input`` as for :class:`ConvNet`."""
+    than in the contiguous one (experiments/video_volumes; :meth:`Backbone.set_channels_last`)."""
 
     spatial_dims = 3
     _layers = (nn.Conv3d, nn.BatchNorm3d)
@@ -190,9 +179,8 @@ class ConvNet3d(ConvNet):
         in_channels: int = 1,
         widths: Sequence[int] = (16, 32, 64),
         channels_last: bool = True,
-        standardize_input: bool = False,
     ) -> None:
-        super().__init__(in_channels, widths, channels_last, standardize_input)
+        super().__init__(in_channels, widths, channels_last)
 
 
 class VideoResNet(Backbone):

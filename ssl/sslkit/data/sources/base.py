@@ -82,6 +82,8 @@ class DatasetSource(ABC):
     std: tuple[float, ...]
     multilabel: bool = False
     class_names: list[str]
+    #: 2 for images (C, H, W); 3 for volumes and clips (C, D, H, W).
+    spatial_dims: int = 2
 
     @abstractmethod
     def build(self, split: str) -> LabelledDataset:

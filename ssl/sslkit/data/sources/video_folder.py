@@ -98,6 +98,8 @@ class VideoFolder(ImageFolder):
     Kinetics-400's.
     """
 
+    spatial_dims = 3
+
     extensions = VIDEO_EXTENSIONS
     kind = "video"
 

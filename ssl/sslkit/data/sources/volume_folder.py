@@ -108,6 +108,8 @@ class VolumeFolder(DatasetSource):
     first). ``mean``/``std`` are those of the train split's voxels (after normalisation).
     """
 
+    spatial_dims = 3
+
     def __init__(
         self,
         root: str | Path,
