@@ -7,11 +7,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from sslkit.eval import KNNProtocol
 from sslkit.eval.monitor import KNNMonitor, MetricHistory
+from sslkit.methods import SimCLR
+from sslkit.models import ConvNet
 from sslkit.train import train
 from tests.conftest import TINY
 
@@ -60,6 +63,14 @@ def test_knn_monitor_runs_every_n_epochs_with_the_first_k(monkeypatch):
     assert calls == [[10], [10]]
     assert logged == [("monitor/knn_top1@10", 0.5)] * 2
     assert history.history == {"monitor/knn_top1@10": [[2, 0.5], [4, 0.5]]}
+
+
+def test_knn_monitor_encodes_what_the_methods_evaluation_hook_names():
+    monitor = KNNMonitor(1, knn=KNNProtocol(k=[5]), encoder="teacher")
+    method = SimCLR(ConvNet(in_channels=3, widths=[4, 8]), optimizer=torch.optim.SGD)
+    trainer = SimpleNamespace(current_epoch=0, is_global_zero=True, datamodule=None)
+    with pytest.raises(ValueError, match=r"eval.encoder='teacher' is not offered by SimCLR"):
+        monitor.on_train_epoch_end(trainer, method)
 
 
 def test_training_monitors_knn_keeps_curves_and_writes_plots(hydra_run, tmp_path):

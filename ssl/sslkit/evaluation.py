@@ -2,12 +2,14 @@
 measurements a model offers, plots, and ``results.json``.
 
 Both entry points end in :func:`evaluate_and_report`, so a checkpoint evaluated later goes
-through exactly the steps its training run ended with. What is evaluated is any encoder: a
-method (which names its encoders, e.g. BYOL's student and teacher) or a bare backbone.
+through exactly the steps its training run ended with. What is evaluated is any encoder: one
+that a method names in its evaluation hook (``SSLMethod.evaluation_encoders``, e.g. BYOL's
+student and teacher), picked by ``eval.encoder``, or a bare backbone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from sslkit.data import class_counts
 from sslkit.eval import ProtocolResult
 from sslkit.eval.cache import (
     SplitFeatures,
+    evaluation_encoder,
     extract_split_features,
     feature_cache_file,
     load_or_extract,
@@ -120,19 +123,15 @@ def evaluate_baselines(
     metrics, timings = {}, {}
     for name in cfg.get("baselines") or []:
         start = time.perf_counter()
-        result = evaluate_encoder(
-            baseline_encoder(name, cfg, datamodule), datamodule, cfg.eval, device
-        )
+        # Raw pixels are the pixels as the views give them, without data.standardize.
+        pixels = name == "raw_pixels" and hasattr(datamodule, "without_standardize")
+        with datamodule.without_standardize() if pixels else contextlib.nullcontext():
+            result = evaluate_encoder(
+                baseline_encoder(name, cfg, datamodule), datamodule, cfg.eval, device
+            )
         metrics[name] = result.metrics
         timings[name] = time.perf_counter() - start
     return metrics, timings
-
-
-def encoders_of(model: nn.Module) -> dict[str, nn.Module]:
-    """The encoders evaluation may pick by name: a method's own (``evaluation_encoders``), or
-    the model itself, as ``student``, for a bare backbone."""
-    offered = getattr(model, "evaluation_encoders", None)
-    return offered() if callable(offered) else {"student": model}
 
 
 def model_measurements(
@@ -167,14 +166,8 @@ def evaluate_and_report(
     (:func:`model_measurements`) join the metrics. With ``eval.plots``, PNGs go to
     ``<output_dir>/plots`` (``history`` gives the training curves).
     """
-    encoders = encoders_of(model)
-    if cfg.eval.encoder not in encoders:
-        raise ValueError(
-            f"eval.encoder={cfg.eval.encoder!r} is not offered by {name}; "
-            f"choose from {sorted(encoders)}"
-        )
     start = time.perf_counter()
-    encoder = encoders[cfg.eval.encoder].to(device)
+    encoder = evaluation_encoder(model, cfg.eval.encoder, model_name=name).to(device)
     features, reused = load_or_extract(encoder, datamodule, device, cache_file)
     features_s = time.perf_counter() - start
     result = evaluate_features(features, datamodule, cfg.eval, device, encoder)

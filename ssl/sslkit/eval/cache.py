@@ -1,6 +1,7 @@
 """Frozen features of the train and test splits, extracted once and optionally kept on disk.
 
-Every protocol (kNN, linear probe at each label fraction, plots) reads the same
+What is encoded is always picked by :func:`evaluation_encoder`, from the encoders a method
+names in its one evaluation hook (``SSLMethod.evaluation_encoders``). Every protocol (kNN, linear probe at each label fraction, plots) reads the same
 :class:`SplitFeatures`, so within a run the encoder sees each image once. Evaluating a
 checkpoint again (another probe setting, another label fraction) reads the features from a
 file next to the checkpoint instead of running the backbone: the file name is a hash of what
@@ -38,6 +39,25 @@ class SplitFeatures:
     train_labels: Tensor
     test_features: Tensor
     test_labels: Tensor
+
+
+def encoders_of(model: nn.Module) -> dict[str, nn.Module]:
+    """The encoders evaluation may pick by name: a method's own (``evaluation_encoders``), or
+    the model itself, as ``student``, for a bare backbone."""
+    offered = getattr(model, "evaluation_encoders", None)
+    return offered() if callable(offered) else {"student": model}
+
+
+def evaluation_encoder(model: nn.Module, name: str, *, model_name: str | None = None) -> nn.Module:
+    """The encoder called ``name`` (``eval.encoder``) of ``model``: what the final protocols,
+    the kNN monitor and ``sslkit-eval`` encode."""
+    encoders = encoders_of(model)
+    if name not in encoders:
+        raise ValueError(
+            f"eval.encoder={name!r} is not offered by {model_name or type(model).__name__}; "
+            f"choose from {sorted(encoders)}"
+        )
+    return encoders[name]
 
 
 def extract_split_features(

@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from sslkit.eval.cache import extract_split_features
+from sslkit.eval.cache import evaluation_encoder, extract_split_features
 from sslkit.eval.protocol import KNNProtocol, run_protocols_on_splits
 
 
@@ -23,12 +23,14 @@ class KNNMonitor(Callback):
     """Weighted kNN of the frozen encoder every ``every_n_epochs`` epochs, logged as a curve.
 
     At the end of every ``every_n_epochs``-th training epoch the un-augmented train and test
-    splits of the trainer's DataModule are encoded by ``pl_module.evaluation_encoders()
-    [encoder]`` in eval mode (the training mode is restored afterwards) and the test split is
-    classified by the kNN protocol (:func:`~sslkit.eval.protocol.run_protocols`) with the
-    first k and the temperature of ``knn``. Logged as ``monitor/knn_top1@{k}`` (``monitor/knn_mAP@{k}`` for multi-label data) and
-    recorded into ``history`` when given. Runs on the global-zero process only; the others
-    wait for it at the next collective.
+    splits of the trainer's DataModule are encoded, in eval mode (the training mode is restored
+    afterwards), by the method's evaluation encoder called ``encoder``
+    (:func:`~sslkit.eval.cache.evaluation_encoder`, the one the final evaluation encodes), and
+    the test split is classified by the kNN protocol
+    (:func:`~sslkit.eval.protocol.run_protocols`) with the first k and the temperature of
+    ``knn``. Logged as ``monitor/knn_top1@{k}`` (``monitor/knn_mAP@{k}`` for multi-label data)
+    and recorded into ``history`` when given.
+    Runs on the global-zero process only; the others wait for it at the next collective.
     """
 
     def __init__(
@@ -51,7 +53,7 @@ class KNNMonitor(Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        encoder = pl_module.evaluation_encoders()[self.encoder]
+        encoder = evaluation_encoder(pl_module, self.encoder)
         features = extract_split_features(encoder, datamodule, pl_module.device)
         knn = KNNProtocol(k=[self.k], temperature=self.temperature)
         result = run_protocols_on_splits(features, datamodule, knn=knn, linear=None)

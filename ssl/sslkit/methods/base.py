@@ -4,7 +4,8 @@ A method subclass adds its heads (and target network, if any) and a ``training_s
 calls its loss. Everything else lives here once: the backbone, the optimiser and learning-rate
 schedule built from config with linear scaling by the global batch size, the online linear
 probe on detached features (a cheap health signal while pretraining), the non-finite-loss
-guard, and ``forward_features``, the single entry point every evaluation uses.
+guard, and ``evaluation_encoders``, the single hook that names the encoders every evaluation
+uses.
 """
 
 from __future__ import annotations
@@ -45,8 +46,19 @@ METHOD_RUNTIME_ARGS = (
 class SSLMethod(pl.LightningModule):
     """Base LightningModule for pretraining methods.
 
+    **What evaluation sees.** :meth:`evaluation_encoders` is the one hook that decides it: it
+    returns the encoders of the method by name, each a module mapping a batch of images to
+    features ``(B, D)``, always with ``"student"`` (the backbone by default; BYOL adds
+    ``"teacher"``). Every consumer calls it and nothing else: the kNN monitor while training,
+    the final kNN / linear / low-shot protocols, plots and ``results.json``, ``sslkit-eval``
+    (each picking ``eval.encoder``) and the online probe (``"student"``). A method that
+    evaluates something other than its backbone overrides this hook, and its training step
+    hands the labelled images to :meth:`online_probe_loss` so the probe can encode them too;
+    ``forward_features`` is an alias of the student encoder and cannot be overridden.
+
     Args:
-        backbone: the encoder being pretrained; evaluations use its pooled features.
+        backbone: the encoder being pretrained; its pooled features are the ``"student"``
+            evaluation encoder unless :meth:`evaluation_encoders` says otherwise.
         optimizer: partial optimiser (``lr`` is the base learning rate for a global batch of
             ``base_batch_size``; the actual rate is scaled linearly with the global batch).
         schedule: partial of a schedule taking ``total_steps`` and ``steps_per_epoch``.
@@ -85,28 +97,73 @@ class SSLMethod(pl.LightningModule):
         # Step of the first non-finite loss (-1: none), kept on the training device.
         self.register_buffer("_nonfinite_step", torch.tensor(-1), persistent=False)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward_features" in vars(cls):
+            raise TypeError(
+                f"{cls.__name__} overrides forward_features, which no evaluation calls: "
+                "override evaluation_encoders() instead, the hook that kNN, the linear probe, "
+                "the monitor and the online probe all use."
+            )
+
     # ----------------------------------------------------------------- features
+    def evaluation_encoders(self) -> dict[str, nn.Module]:
+        """The encoders evaluation may pick by name (``eval.encoder``); the evaluation hook.
+
+        Each maps images ``(B, ...)`` to features ``(B, D)`` (outputs of more dimensions are
+        flattened). ``"student"`` is required: it is the default ``eval.encoder`` and the
+        encoder of the online probe, whose width is ``backbone.feature_dim``. Overriding
+        methods add entries (BYOL's ``"teacher"``) or replace the student's.
+        """
+        return {"student": self.backbone}
+
+    def _student_encoder(self) -> nn.Module:
+        """``evaluation_encoders()["student"]``, with a clear error when a method omits it."""
+        encoders = self.evaluation_encoders()
+        if "student" not in encoders:
+            raise ValueError(
+                f"{type(self).__name__}.evaluation_encoders() must name a 'student' encoder "
+                f"(the default eval.encoder and the online probe's); it names {sorted(encoders)}."
+            )
+        return encoders["student"]
+
     def forward_features(self, x: Tensor) -> Tensor:
-        """Pooled backbone features ``(B, D)``: what kNN, the linear probe and exports use."""
-        return self.backbone(x)
+        """Features ``(B, D)`` of the student evaluation encoder: an alias of
+        ``evaluation_encoders()["student"](x)``, not a hook of its own."""
+        return self._student_encoder()(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
 
-    def evaluation_encoders(self) -> dict[str, nn.Module]:
-        """Encoders that evaluation may pick by name (BYOL adds its teacher)."""
-        return {"student": self.backbone}
-
     # ------------------------------------------------------------ online probe
-    def online_probe_loss(self, features: Tensor, targets: Tensor) -> Tensor:
+    def online_probe_loss(
+        self, features: Tensor, targets: Tensor, images: Tensor | None = None
+    ) -> Tensor:
         """Loss of the online linear probe on detached features (zero without labels).
 
         The probe never sends gradients into the backbone, so it measures the representation
-        without changing it; its accuracy is logged as ``train/online_top1``.
+        without changing it; its accuracy is logged as ``train/online_top1``. It reads the
+        student evaluation encoder (:meth:`evaluation_encoders`): when that is the backbone,
+        the features the training step already computed; otherwise that encoder's features of
+        ``images``, computed here in eval mode without gradients.
+
+        Args:
+            features: ``(B, D)`` backbone features of the labelled images of the batch.
+            targets: their class indices (-1: unlabelled) or multi-hot vectors.
+            images: those images; needed only when the student encoder is not the backbone.
         """
         if self.online_probe is None:
             return features.new_zeros(())
-        logits = self.online_probe(features.detach())
+        encoder = self._student_encoder()
+        if encoder is not self.backbone:
+            if images is None:
+                raise ValueError(
+                    f"{type(self).__name__}.evaluation_encoders() gives a 'student' encoder "
+                    "other than the backbone, so the online probe encodes the images itself: "
+                    "pass them as online_probe_loss(features, targets, images=...)."
+                )
+            features = _frozen_features(encoder, images)
+        logits = self._probe_logits(features.detach())
         if self.multilabel:
             loss = F.binary_cross_entropy_with_logits(logits, targets.float())
         else:
@@ -120,11 +177,22 @@ class SSLMethod(pl.LightningModule):
         self.log("train/online_probe_loss", loss, on_step=False, on_epoch=True)
         return loss
 
+    def _probe_logits(self, features: Tensor) -> Tensor:
+        features = features.reshape(features.shape[0], -1)
+        expected = self.online_probe.in_features
+        if features.shape[1] != expected:
+            raise ValueError(
+                f"the online probe takes {expected} features (backbone.feature_dim) but the "
+                f"student evaluation encoder of {type(self).__name__} gives {features.shape[1]}; "
+                "make them match or turn the probe off with method.online_probe=false."
+            )
+        return self.online_probe(features)
+
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         if self.online_probe is None:
             return
         images, targets = batch
-        logits = self.online_probe(self.forward_features(images))
+        logits = self._probe_logits(self._student_encoder()(images))
         if self.multilabel:
             pred = (logits > 0).float()
             self.log("val/online_accuracy", (pred == targets).float().mean(), prog_bar=True)
@@ -195,6 +263,19 @@ class SSLMethod(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite_loss()
         checkpoint["sslkit_backbone"] = describe(self.backbone)
+
+
+@torch.no_grad()
+def _frozen_features(encoder: nn.Module, images: Tensor) -> Tensor:
+    """``encoder(images)`` in eval mode (BatchNorm statistics untouched), every submodule's
+    mode restored afterwards."""
+    modes = {module: module.training for module in encoder.modules()}
+    try:
+        encoder.eval()
+        return encoder(images)
+    finally:
+        for module, training in modes.items():
+            module.training = training
 
 
 def split_views(
