@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -88,6 +92,112 @@ def run_cli(
     return subprocess.run(
         [str(a) for a in args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
     )
+
+
+def _console_script(args: Sequence[str | Path]) -> tuple[Callable[[], object], list[str]]:
+    """The entry point a command line runs and the ``sys.argv`` it sees."""
+    from sslkit import evaluate, report, train
+
+    mains = {"sslkit-train": train.main, "sslkit-eval": evaluate.main, "sslkit-report": report.main}
+    modules = {"sslkit.train": train.main, "sslkit.evaluate": evaluate.main}
+    words = [str(a) for a in args]
+    if Path(words[0]).name in mains:
+        return mains[Path(words[0]).name], [Path(words[0]).name, *words[1:]]
+    if words[1:2] == ["-m"] and words[2] == "sslkit.report":
+        return (lambda: report.main(words[3:])), words[2:]
+    if words[1:2] == ["-m"] and words[2] in modules:
+        return modules[words[2]], words[2:]
+    raise ValueError(f"not an sslkit command: {words[:3]}")
+
+
+def run_console_script(
+    args: Sequence[str | Path],
+    cwd: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """``run_cli`` without a new interpreter: the command's ``main`` runs in this process, and its
+    exit status and output are what the console script would give (a ``SystemExit`` message is
+    printed to stderr with status 1, an uncaught exception as a traceback with status 1).
+    Hydra's global state and the logging handlers a run installs are restored afterwards."""
+    main, argv = _console_script(args)
+    capfd.readouterr()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    with monkeypatch.context() as patch:
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", argv)
+        patch.setenv("WANDB_MODE", "disabled")
+        patch.delenv("HYDRA_FULL_ERROR", raising=False)
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        GlobalHydra.instance().clear()
+        try:
+            status = main()
+            returncode = status if isinstance(status, int) else 0
+        except SystemExit as exit_:
+            if exit_.code is None or isinstance(exit_.code, int):
+                returncode = exit_.code or 0
+            else:
+                print(exit_.code, file=sys.stderr)
+                returncode = 1
+        except Exception:
+            traceback.print_exc()
+            returncode = 1
+        finally:
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None
+            for handler in root.handlers[:]:
+                if handler not in handlers:
+                    root.removeHandler(handler)
+                    handler.close()
+            for handler in handlers:
+                if handler not in root.handlers:
+                    root.addHandler(handler)
+            root.setLevel(level)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(argv, returncode, out, err)
+
+
+@pytest.fixture
+def run_in_process(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess]:
+    """``run_in_process(args, cwd, env=None)``: ``run_console_script`` with this test's capture."""
+
+    def run(
+        args: Sequence[str | Path], cwd: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        return run_console_script(args, cwd, capfd, monkeypatch, env)
+
+    return run
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished ``sslkit-train`` run: its folder and what the command printed."""
+
+    dir: Path
+    stdout: str
+
+    def copy(self, destination: Path) -> Path:
+        """A copy of the run folder (file times kept), for a test that changes or adds files."""
+        return Path(shutil.copytree(self.dir, destination))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """One tiny SimCLR run through the console script, shared by the tests that read its files
+    (results.json with both baselines, epoch001.ckpt and last.ckpt, the CSV log, .hydra/).
+    Tests that write into a run folder work on a ``copy``."""
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    done = run_cli(
+        [BIN / "sslkit-train", *TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return TinyRun(run_dir, done.stdout)
 
 
 @pytest.fixture(scope="session")
@@ -172,6 +282,7 @@ def _integration_entry_points() -> set[object]:
         evaluate,
         pl.Trainer,
         run_cli,
+        run_console_script,
         spawn_ranks,
         subprocess.run,
         subprocess.Popen,

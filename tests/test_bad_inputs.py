@@ -1,12 +1,15 @@
 """Bad inputs a user can give, one row each: the command's exit status, a message that names the
-problem and the fix, and every output written before (results, checkpoints) still there."""
+problem and the fix, and every output written before (results, checkpoints) still there.
+
+The commands run through their ``main`` in this process (``run_in_process`` in conftest.py: the
+exit status and output the console script gives, without a new interpreter's 6 s of imports);
+test_cli.py runs the console scripts as real processes."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,21 +20,14 @@ import torch
 from PIL import Image
 
 from sslkit.sweep import FAILED_FILE
-from tests.conftest import BIN, TINY, run_cli
+from tests.conftest import BIN, TINY
 
+#: The settings of conftest's ``tiny_run`` (its baselines aside, which do not change the config
+#: hash): a rerun with these resumes it.
 RUN = [*TINY, "baselines=[]", "trainer.max_epochs=2"]
 #: The same run settings for a dataset other than the synthetic one.
 ANY_DATA = [o for o in RUN if not o.startswith(("data=", "data.source."))]
 TRAIN, EVAL = BIN / "sslkit-train", BIN / "sslkit-eval"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny run: results.json, epoch001.ckpt and last.ckpt."""
-    run_dir = tmp_path_factory.mktemp("catalogue") / "run"
-    done = run_cli([TRAIN, *RUN, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return run_dir
 
 
 def outputs(root: Path) -> set[str]:
@@ -60,19 +56,20 @@ def truncate(path: Path) -> None:
 @dataclass
 class Case:
     """A bad input: ``prepare(case dir, trained run copy) -> command``; expected exit status and
-    message fragments (the problem and the fix); ``check`` looks at the folder afterwards."""
+    message fragments (the problem and the fix); ``check(case dir, output, run)`` looks at the
+    folder afterwards (``run`` runs another command)."""
 
     prepare: Callable[[Path, Path], list]
     status: int
     says: tuple[str, ...]
-    check: Callable[[Path, str], None] | None = None
+    check: Callable[[Path, str, Callable], None] | None = None
 
 
 def _other_config_fails(tmp: Path, run: Path) -> list:
     return [TRAIN, *RUN, "data.batch_size=1000", f"hydra.run.dir={run}"]
 
 
-def _no_stale_results(tmp: Path, output: str) -> None:
+def _no_stale_results(tmp: Path, output: str, run_command: Callable) -> None:
     run = tmp / "run"
     assert not (run / "results.json").exists(), "no results.json next to the new config"
     failed = json.loads((run / FAILED_FILE).read_text())
@@ -81,7 +78,7 @@ def _no_stale_results(tmp: Path, output: str) -> None:
     assert kept == [p.name.split(".")[1] for p in tmp.glob("run/checkpoints.*")], (
         "the earlier results are kept aside under the tag of their checkpoints"
     )
-    report = run_cli([sys.executable, "-m", "sslkit.report", run], cwd=tmp)
+    report = run_command([sys.executable, "-m", "sslkit.report", run], cwd=tmp)
     assert report.returncode == 0, report.stderr
     assert "Failed jobs (1):" in report.stdout and "knn/top1@5" not in report.stdout
 
@@ -90,7 +87,7 @@ def _other_config_succeeds(tmp: Path, run: Path) -> list:
     return [TRAIN, *RUN, "method.temperature=0.2", f"hydra.run.dir={run}"]
 
 
-def _results_of_the_new_config(tmp: Path, output: str) -> None:
+def _results_of_the_new_config(tmp: Path, output: str, run_command: Callable) -> None:
     run = tmp / "run"
     assert json.loads((run / "results.json").read_text())["config"]["method"]["temperature"] == 0.2
     (kept,) = run.glob("results.*.json")
@@ -113,7 +110,7 @@ def _diverging(tmp: Path, run: Path) -> list:
     return [TRAIN, *RUN, "trainer.max_epochs=1", "optim.lr=1e8", f"hydra.run.dir={tmp / 'new'}"]
 
 
-def _diverged_checkpoints_kept(tmp: Path, output: str) -> None:
+def _diverged_checkpoints_kept(tmp: Path, output: str, run_command: Callable) -> None:
     assert (tmp / "new" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp / "new" / FAILED_FILE).is_file() and not (tmp / "new" / "results.json").exists()
 
@@ -177,7 +174,7 @@ def _damaged_last(tmp: Path, run: Path) -> list:
     return [TRAIN, *RUN, f"hydra.run.dir={run}"]
 
 
-def _resumed_from_intact(tmp: Path, output: str) -> None:
+def _resumed_from_intact(tmp: Path, output: str, run_command: Callable) -> None:
     checkpoints = tmp / "run" / "checkpoints"
     assert f"resuming from the newest intact checkpoint {checkpoints / 'epoch001.ckpt'}" in output
     assert (checkpoints / "last.damaged.ckpt").is_file()
@@ -191,7 +188,7 @@ def _corrupt_results(tmp: Path, run: Path) -> list:
     return [sys.executable, "-m", "sslkit.report", tmp, "--out", tmp / "report"]
 
 
-def _report_lists_the_rest(tmp: Path, output: str) -> None:
+def _report_lists_the_rest(tmp: Path, output: str, run_command: Callable) -> None:
     assert "| seeds | knn/top1@5 |" in output and "| 0 |" in output
 
 
@@ -235,6 +232,11 @@ CASES = {
     "sslkit-eval on a truncated checkpoint": Case(
         _eval_truncated, 1, ("cannot be read as a checkpoint", "Pass an intact one")
     ),
+    "sslkit-eval on a checkpoint that does not exist": Case(
+        lambda tmp, run: [EVAL, f"ckpt_path={tmp / 'none.ckpt'}", f"hydra.run.dir={tmp / 'e'}"],
+        1,
+        ("none.ckpt", "does not exist"),
+    ),
     "sslkit-eval on a file that is no checkpoint": Case(
         _eval_not_a_checkpoint, 1, ("notes.ckpt cannot be read as a checkpoint", "Pass an intact")
     ),
@@ -259,15 +261,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input(name: str, trained: Path, tmp_path: Path) -> None:
+def test_bad_input(name: str, tiny_run, tmp_path: Path, run_in_process) -> None:
     case = CASES[name]
     if name.startswith("GPU") and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    run = tmp_path / "run"
-    shutil.copytree(trained, run)
+    run = tiny_run.copy(tmp_path / "run")
     command = case.prepare(tmp_path, run)
     before = outputs(tmp_path)
-    done = run_cli(command, cwd=tmp_path)
+    done = run_in_process(command, cwd=tmp_path)
     output = done.stdout + done.stderr
     assert done.returncode == case.status, output[-3000:]
     for fragment in case.says:
@@ -277,4 +278,4 @@ def test_bad_input(name: str, trained: Path, tmp_path: Path) -> None:
         assert "DataLoader worker process" not in done.stderr
     assert before <= outputs(tmp_path), "an earlier result or checkpoint was lost"
     if case.check:
-        case.check(tmp_path, output)
+        case.check(tmp_path, output, run_in_process)

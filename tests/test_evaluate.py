@@ -17,7 +17,6 @@ from omegaconf import open_dict
 from sslkit.evaluate import evaluate
 from sslkit.models import ConvNet, ResNet
 from sslkit.models.backbones import load_torchvision_weights
-from sslkit.train import train
 from tests.conftest import TINY, compose_config
 
 EVAL = ["eval.knn.k=[5,20]", "eval.linear.epochs=5", "eval.plots=false"]
@@ -25,21 +24,23 @@ DATA = [o for o in TINY if o.startswith("data")]
 
 
 def _run(name: str, overrides: Sequence[str], output_dir: Path) -> dict:
+    """``sslkit-eval`` (``name="eval"``) in this process, writing into ``output_dir``."""
     cfg = compose_config(name, overrides, output_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg.hydra
     try:
-        return (train if name == "train" else evaluate)(cfg)
+        return evaluate(cfg)
     finally:
         GlobalHydra.instance().clear()
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict]:
-    """One tiny pretraining run shared by the tests: its checkpoint and results."""
-    run_dir = tmp_path_factory.mktemp("run")
-    results = _run("train", [*TINY, "baselines=[random_init]"], run_dir)
+def trained(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
+    """A copy of conftest's tiny run (the feature cache is written beside its checkpoint): its
+    last checkpoint and results."""
+    run_dir = tiny_run.copy(tmp_path_factory.mktemp("evaluate") / "run")
+    results = json.loads((run_dir / "results.json").read_text())
     return run_dir / "checkpoints" / "last.ckpt", results
 
 
