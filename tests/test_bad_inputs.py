@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sslkit.sweep import FAILED_FILE
+from sslkit.run.failures import FAILED_FILE
 from tests.conftest import BIN, TINY
 
 #: The settings of conftest's ``tiny_run`` (its baselines aside, which do not change the config

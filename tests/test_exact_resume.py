@@ -30,7 +30,7 @@ RUN = [
 KILLED_TRAIN = """
 import os, signal, sys
 import sslkit.train as train
-from sslkit.resume import RandomState
+from sslkit.run.resume import RandomState
 
 kill_at = int(sys.argv.pop(1))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslkit.files import atomic_write, set_aside, write_json_atomic
-from sslkit.resume import AtomicCheckpointIO
+from sslkit.run.files import atomic_write, set_aside, write_json_atomic
+from sslkit.run.resume import AtomicCheckpointIO
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

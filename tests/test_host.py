@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sslkit.host import cpu_bf16_warning, cpu_flags, warn_if_bf16_emulated
+from sslkit.run.host import cpu_bf16_warning, cpu_flags, warn_if_bf16_emulated
 
 # /proc/cpuinfo of an x86 CPU with AVX2 only, and with AVX-512 BF16 (one core shown each).
 AVX2_CPUINFO = """processor\t: 0
@@ -61,8 +61,8 @@ def test_a_cpu_without_x86_flags_cannot_be_checked_and_says_nothing():
 
 
 def test_warn_if_bf16_emulated_logs_the_message(monkeypatch, caplog):
-    monkeypatch.setattr("sslkit.host._read_cpuinfo", lambda: AVX2_CPUINFO)
-    with caplog.at_level(logging.WARNING, logger="sslkit.host"):
+    monkeypatch.setattr("sslkit.run.host._read_cpuinfo", lambda: AVX2_CPUINFO)
+    with caplog.at_level(logging.WARNING, logger="sslkit.run.host"):
         message = warn_if_bf16_emulated("bf16-mixed", "cpu")
         assert warn_if_bf16_emulated("32-true", "cpu") is None
     assert message is not None and "avx512_bf16 or amx_bf16" in message
@@ -73,9 +73,9 @@ def test_building_a_bf16_cpu_trainer_warns(hydra_run, tmp_path, monkeypatch, cap
     from sslkit.build import StoreConfig, build_trainer
     from tests.conftest import TINY
 
-    monkeypatch.setattr("sslkit.host._read_cpuinfo", lambda: AVX2_CPUINFO)
+    monkeypatch.setattr("sslkit.run.host._read_cpuinfo", lambda: AVX2_CPUINFO)
     cfg = hydra_run("train", [*TINY, "trainer=cpu", "trainer.precision=bf16-mixed"])
-    with caplog.at_level(logging.WARNING, logger="sslkit.host"):
+    with caplog.at_level(logging.WARNING, logger="sslkit.run.host"):
         build_trainer(cfg, tmp_path, logger=None, store_config=StoreConfig(cfg))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "sslkit.host"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sslkit.run.host"]
     assert len(warnings) == 1 and "without avx512_bf16 or amx_bf16" in warnings[0]

@@ -132,7 +132,9 @@ def test_a_checkpoint_config_with_the_old_backbone_key_reads_as_data_standardize
     old = {
         "backbone": {"_target_": "sslkit.models.ConvNet", "standardize_input": True},
         "data": {"_target_": "sslkit.data.SSLDataModule", "batch_size": 8},
+        "logger": {"_target_": "sslkit.loggers.ResumableCSVLogger"},
     }
     config = stored_config({"sslkit_config": old})
     assert "standardize_input" not in config.backbone
     assert config.data.standardize is True
+    assert config.logger._target_ == "sslkit.run.loggers.ResumableCSVLogger"  # the module moved

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sslkit.jobs import objective, objective_metric
+from sslkit.run.jobs import objective, objective_metric
 from tests.conftest import TINY
 
 #: The tiny runs' settings without their choice of k.
@@ -51,7 +51,7 @@ def test_objective_of_a_failed_job_is_none(hydra_run):
 
 def test_a_missing_objective_in_a_multirun_is_logged(hydra_run, monkeypatch, caplog):
     cfg = hydra_run("train", [*BASE, "eval.knn.k=[10]"])
-    monkeypatch.setattr("sslkit.jobs.is_multirun", lambda: True)
-    with caplog.at_level(logging.WARNING, logger="sslkit.jobs"):
+    monkeypatch.setattr("sslkit.run.jobs.is_multirun", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="sslkit.run.jobs"):
         assert objective(cfg, {"metrics": {"linear/top1": 0.5}}) is None
     assert "objective=knn/top1@10 is not among the metrics (linear/top1)" in caplog.text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sslkit.results import knn_ks, results_table
+from sslkit.run.results import knn_ks, results_table
 
 
 def document(metrics, *, k=None, multilabel=False, baselines=None):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sslkit.build import StoreConfig
-from sslkit.resume import CONFIG_HASH_KEY, config_hash
+from sslkit.run.resume import CONFIG_HASH_KEY, config_hash
 from sslkit.train import train
 from tests.conftest import TINY
 
@@ -42,7 +42,7 @@ def test_config_hash_ignores_only_what_does_not_change_training(hydra_run) -> No
 def test_resumes_only_from_a_checkpoint_of_the_same_config(
     hydra_run, tmp_path: Path, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sslkit.resume")
+    caplog.set_level(logging.INFO, logger="sslkit.run.resume")
     checkpoints = tmp_path / "checkpoints"
     train(hydra_run("train", RUN))
     finished = torch.load(checkpoints / "last.ckpt", weights_only=False)

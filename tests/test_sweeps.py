@@ -15,9 +15,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sslkit.config import config_dir
-from sslkit.jobs import run_and_report
 from sslkit.report import main as report_main
-from sslkit.sweep import FAILED_FILE
+from sslkit.run.failures import FAILED_FILE
+from sslkit.run.jobs import run_and_report
 from tests.conftest import BIN, TINY, compose_config, run_cli
 
 FAST = [*TINY, "baselines=[]"]

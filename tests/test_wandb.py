@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from sslkit.loggers import (
+from sslkit.run.loggers import (
     finish_wandb,
     log_config,
     log_media,

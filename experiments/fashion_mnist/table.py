@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sslkit.results import results_table
+from sslkit.run.results import results_table
 
 ROWS = [
     ("simclr", "SimCLR"),

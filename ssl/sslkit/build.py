@@ -18,10 +18,10 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 
 from sslkit.eval import KNNProtocol
 from sslkit.eval.monitor import KNNMonitor, MetricHistory
-from sslkit.host import warn_if_bf16_emulated
 from sslkit.methods.base import SSLMethod
 from sslkit.models.backbones import Backbone, describe, load_torchvision_weights
-from sslkit.resume import (
+from sslkit.run.host import warn_if_bf16_emulated
+from sslkit.run.resume import (
     CONFIG_HASH_KEY,
     AtomicCheckpointIO,
     DamagedCheckpointError,
@@ -222,11 +222,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 INPUT_KEYS = {"input_size": None, "standardize": False}
 
 
+#: Modules that moved, by their old dotted prefix: targets stored in older checkpoints.
+MOVED_TARGETS = {"sslkit.loggers.": "sslkit.run.loggers.", "sslkit.sweep.": "sslkit.run.failures."}
+
+
+def _moved_targets(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _moved_targets(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_moved_targets(value) for value in node]
+    if isinstance(node, str):
+        for old, new in MOVED_TARGETS.items():
+            if node.startswith(old):
+                return new + node[len(old) :]
+    return node
+
+
 def stored_config(checkpoint: dict[str, Any]) -> DictConfig:
-    """The run config a checkpoint holds, in today's keys: checkpoints written before the
-    per-sample standardisation became a data step (``data.standardize``) held it as the
-    ConvNet's ``backbone.standardize_input``."""
-    config = OmegaConf.create(checkpoint["sslkit_config"])
+    """The run config a checkpoint holds, in today's keys and module paths: checkpoints written
+    before the per-sample standardisation became a data step (``data.standardize``) held it as
+    the ConvNet's ``backbone.standardize_input``, and named the loggers in ``sslkit.loggers``."""
+    config = OmegaConf.create(_moved_targets(checkpoint["sslkit_config"]))
     backbone = config.get("backbone")
     if isinstance(backbone, DictConfig) and "standardize_input" in backbone:
         with open_dict(config):

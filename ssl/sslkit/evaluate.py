@@ -27,8 +27,8 @@ from sslkit.build import (
 )
 from sslkit.config import config_dir, exit_on_unknown_keys, register_configs
 from sslkit.evaluation import check_classes, evaluate_and_report, feature_cache_for
-from sslkit.jobs import objective, run_and_report
-from sslkit.loggers import log_config
+from sslkit.run.jobs import objective, run_and_report
+from sslkit.run.loggers import log_config
 
 register_configs()
 

@@ -36,9 +36,9 @@ from sslkit.eval.clips import add_multiclip_result
 from sslkit.eval.inpainting import Inpainter, evaluate_inpainting
 from sslkit.eval.plots import write_plots
 from sslkit.eval.protocol import run_protocols_on_splits
-from sslkit.files import write_json_atomic
-from sslkit.loggers import log_media, log_summary
-from sslkit.results import RESULTS_FILE, results_document, results_table
+from sslkit.run.files import write_json_atomic
+from sslkit.run.loggers import log_media, log_summary
+from sslkit.run.results import RESULTS_FILE, results_document, results_table
 
 BASELINES = ("raw_pixels", "random_init")
 

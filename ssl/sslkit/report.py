@@ -4,7 +4,7 @@ sslkit-report multirun/pretrain/2026-01-01_12-00-00
 sslkit-report outputs/ multirun/ --metric 'knn/top1@*' --plot linear/top1 --x method.temperature
 
 Every ``results.json`` below the given folders is a finished run and every ``failed.json`` a
-failed job (see :mod:`sslkit.sweep`). Runs whose configs are equal up to :data:`IGNORED_KEYS`
+failed job (see :mod:`sslkit.run.failures`). Runs whose configs are equal up to :data:`IGNORED_KEYS`
 (the seed, where files go, machine-local settings) form one row; the table shows only the config
 keys that differ between rows. The loading functions are the ones the notebooks use.
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslkit.results import RESULTS_FILE, read_document
-from sslkit.sweep import FAILED_FILE
+from sslkit.run.failures import FAILED_FILE
+from sslkit.run.results import RESULTS_FILE, read_document
 
 #: Config keys (and their sub-keys) that do not make a distinct experiment: the seed (the table
 #: averages over it), the resume switch and machine-local settings. Keys named ``save_dir`` (the

@@ -29,11 +29,11 @@ from sslkit.build import (
 )
 from sslkit.config import config_dir, exit_on_unknown_keys, register_configs
 from sslkit.evaluation import check_classes, evaluate_and_report
-from sslkit.host import keep_freed_memory
-from sslkit.jobs import objective, run_and_report
-from sslkit.loggers import log_config
 from sslkit.methods.base import NonFiniteLossError
-from sslkit.resume import resume_checkpoint
+from sslkit.run.host import keep_freed_memory
+from sslkit.run.jobs import objective, run_and_report
+from sslkit.run.loggers import log_config
+from sslkit.run.resume import resume_checkpoint
 
 register_configs()
 # The training loader resumes mid-epoch through its EpochSampler, which Lightning cannot see.

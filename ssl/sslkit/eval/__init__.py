@@ -15,7 +15,7 @@ from sslkit.eval.knn import WeightedKNN, knn_predict
 from sslkit.eval.linear import LinearProbe, fit_linear_probe, select_probe_settings
 from sslkit.eval.metrics import classification_metrics, confusion_matrix, multilabel_metrics
 from sslkit.eval.protocol import KNNProtocol, LinearProtocol, ProtocolResult, run_protocols
-from sslkit.results import fraction_label
+from sslkit.run.results import fraction_label
 
 __all__ = [
     "KNNProtocol",

@@ -21,7 +21,7 @@ from sslkit.eval.cache import SplitFeatures
 from sslkit.eval.knn import WeightedKNN
 from sslkit.eval.linear import fit_linear_probe, select_probe_settings
 from sslkit.eval.metrics import check_labels, classification_metrics, multilabel_metrics
-from sslkit.results import fraction_label
+from sslkit.run.results import fraction_label
 
 #: A label is predicted present when its score (probe sigmoid, kNN vote share) is >= this.
 MULTILABEL_THRESHOLD = 0.5

@@ -20,8 +20,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sslkit.files import write_json_atomic
-from sslkit.results import RESULTS_FILE
+from sslkit.run.files import write_json_atomic
+from sslkit.run.results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 

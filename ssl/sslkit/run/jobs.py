@@ -2,7 +2,7 @@
 
 A job first sets aside the ``results.json`` an earlier job left in its folder, so the folder
 only holds one when its latest job finished; errors a user can cause end with one message, and
-inside a multirun no error stops the sweep (see :mod:`sslkit.sweep`).
+inside a multirun no error stops the sweep (see :mod:`sslkit.run.failures`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sslkit.files import set_aside
-from sslkit.loggers import finish_wandb
 from sslkit.methods.base import NonFiniteLossError
-from sslkit.results import RESULTS_FILE, read_document
-from sslkit.resume import config_hash
-from sslkit.sweep import FAILED_FILE, is_multirun, record_failure, user_message
+from sslkit.run.failures import FAILED_FILE, is_multirun, record_failure, user_message
+from sslkit.run.files import set_aside
+from sslkit.run.loggers import finish_wandb
+from sslkit.run.results import RESULTS_FILE, read_document
+from sslkit.run.resume import config_hash
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, Checkpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from sslkit.files import atomic_write, set_aside
+from sslkit.run.files import atomic_write, set_aside
 
 log = logging.getLogger(__name__)
 
