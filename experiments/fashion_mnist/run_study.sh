@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST study (README.md beside this file): every method's preset as shipped (ResNet-18,
+# The Fashion-MNIST study (README.md beside this file): every row of rows.txt, each a preset as shipped (ResNet-18,
 # batch 256, 10 epochs over the 60k training images, seed 0), the same evaluation on the 10k test
 # images with low-shot linear probes (1 % and 10 % of the training labels), one row after another.
 #   bash experiments/fashion_mnist/run_study.sh [out_dir] [extra overrides for every row...]
@@ -20,28 +20,23 @@ due() {  # whether row $1 still has to run; waits while the study is paused
   while [[ -e $out/PAUSE ]]; do sleep 15; done
   echo "== $1: $(date -u +%FT%TZ)"
 }
-train() {
+run_row() {  # run_row <name> <overrides...> | run_row <name> eval <row> <overrides...>
   local name=$1; shift
   due "$name" || return 0
-  sslkit-train "$@" "${common[@]}" "hydra.run.dir=$out/$name" || failed+=("$name")
-}
-teacher() {  # the BYOL checkpoint again, features from the EMA teacher (on the data it trained on)
-  due byol_teacher || return 0
-  sslkit-eval "ckpt_path=$out/byol/checkpoints/last.ckpt" eval.encoder=teacher "${evaluation[@]}" \
-    "hydra.run.dir=$out/byol_teacher" || failed+=(byol_teacher)
+  if [[ ${1:-} == eval ]]; then
+    local row=$2; shift 2
+    sslkit-eval "ckpt_path=$out/$row/checkpoints/last.ckpt" "$@" "${evaluation[@]}" \
+      "hydra.run.dir=$out/$name" </dev/null || failed+=("$name")
+  else
+    sslkit-train "$@" "${common[@]}" "hydra.run.dir=$out/$name" </dev/null || failed+=("$name")
+  fi
 }
 
-# The SimCLR row also evaluates raw pixels and the untrained ResNet-18 (its `baselines`).
-train simclr experiment=simclr_resnet18_fashion_mnist
-train supervised experiment=supervised_resnet18_fashion_mnist baselines=[]
-train triplet_views experiment=triplet_resnet18_fashion_mnist baselines=[]
-train byol experiment=byol_resnet18_fashion_mnist baselines=[]
-teacher
-train inpainting_patches experiment=inpainting_resnet18_fashion_mnist method.mask.mode=patches baselines=[]
-train pairwise_views experiment=pairwise_resnet18_fashion_mnist baselines=[]
-# Labels modes: positives are same-class images; one mild view (the supervised row's augment, crops
-# of at least half the image), as on the shapes.
-train triplet_labels experiment=triplet_resnet18_fashion_mnist method.positives=labels augment=supervised augment.min_scale=0.5 baselines=[]
-train pairwise_labels experiment=pairwise_resnet18_fashion_mnist method.positives=labels augment=supervised augment.min_scale=0.5 baselines=[]
-train inpainting_block experiment=inpainting_resnet18_fashion_mnist method.mask.mode=block baselines=[]
+# The rows, in order: rows.txt beside this script (table.py prints the same list).
+while IFS='|' read -r name _label how; do
+  name=${name// /}
+  [[ -z $name || $name == \#* ]] && continue
+  read -r -a overrides <<<"$how"
+  run_row "$name" "${overrides[@]}"
+done <"$(dirname "$0")/rows.txt"
 if ((${#failed[@]})); then echo "failed rows: ${failed[*]}" >&2; exit 1; fi
