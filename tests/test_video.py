@@ -17,7 +17,7 @@ from sslkit.augment.clips import clip_starts, clip_views
 from sslkit.data import MOTIONS, SyntheticClips, VideoFolder
 from sslkit.data.sources.base import CorruptDataError
 from sslkit.eval import fit_linear_probe
-from tests.conftest import BIN, run_cli
+from tests.conftest import BIN
 
 SMALL = {"num_train": 100, "num_test": 50, "image_size": 16, "num_frames": 8}
 
@@ -184,7 +184,7 @@ VIDEO_RUN = [
 ]
 
 
-def test_clip_folder_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
+def test_clip_folder_trains_and_evaluates_end_to_end(tmp_path: Path, run_in_process) -> None:
     train = clip_folder(tmp_path / "train")
     test = clip_folder(tmp_path / "test", per_class=2)
     source = VideoFolder(train, test_root=test, image_size=16, num_frames=12)
@@ -193,7 +193,7 @@ def test_clip_folder_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
     assert torch.equal(video[:, -1], video[:, -2]), "a 10-frame clip repeats its last frame"
 
     run_dir = tmp_path / "run"
-    done = run_cli(
+    done = run_in_process(
         [
             BIN / "sslkit-train",
             *VIDEO_RUN,
@@ -213,14 +213,14 @@ def test_clip_folder_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
     assert settings["clips_per_video"] == 3 and "mean of the features" in settings["features"]
 
 
-def test_corrupt_clip_is_one_message_naming_the_file(tmp_path: Path) -> None:
+def test_corrupt_clip_is_one_message_naming_the_file(tmp_path: Path, run_in_process) -> None:
     train = clip_folder(tmp_path / "train")
     (train / "left" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
     source = VideoFolder(train)
     with pytest.raises(CorruptDataError, match=r"Cannot decode video .*broken\.mp4"):
         for split in ("train", "test"):
             list(source.build(split))
-    done = run_cli(
+    done = run_in_process(
         [
             BIN / "sslkit-train",
             *VIDEO_RUN,
