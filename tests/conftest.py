@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import inspect
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -80,6 +82,69 @@ def hydra_run(tmp_path: Path) -> Iterator[callable]:
     GlobalHydra.instance().clear()
 
 
+# --------------------------------------------------------------------- methods and presets
+#
+# The method tests read what to run from conf/: every conf/method/<name>.yaml is a method, and
+# every conf/experiment/*_synthetic*.yaml preset is a preset on generated data of the method
+# its defaults choose (named <method>_..._synthetic*). A new method and its presets get the
+# learning guard, training-step, distributed and resume tests without a test edit.
+
+CONF_DIR = Path(config_dir())
+
+#: The smallest data of each kind of generated data, for tests of a few training steps.
+TINY_DATA = {
+    "synthetic": ["data.source.num_train=64", "data.source.num_test=32", "data.source.image_size=16"],
+    "synthetic_volumes": [
+        "data.source.num_train=64", "data.source.num_test=32", "data.source.image_size=12",
+    ],
+    "synthetic_video": [
+        "data.source.num_train=64", "data.source.num_test=32", "data.source.image_size=16",
+        "data.source.num_frames=8",
+    ],
+}  # fmt: skip
+
+
+def method_names() -> list[str]:
+    """Every method: the options of ``conf/method/``."""
+    return sorted(path.stem for path in (CONF_DIR / "method").glob("*.yaml"))
+
+
+def synthetic_presets() -> list[str]:
+    """Every preset on generated data: ``conf/experiment/*_synthetic*.yaml``."""
+    return sorted(path.stem for path in (CONF_DIR / "experiment").glob("*_synthetic*.yaml"))
+
+
+def preset_comment(preset: str, key: str) -> str | None:
+    """The text of the preset's ``# <key>: <text>`` comment line; None without one."""
+    text = (CONF_DIR / "experiment" / f"{preset}.yaml").read_text()
+    match = re.search(rf"^#\s*{re.escape(key)}:\s*(.*?)\s*$", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+@functools.cache
+def preset_choices(preset: str) -> dict[str, str | None]:
+    """The option every config group takes in the composed preset (``method``, ``data``, ...)."""
+    choices = compose_config("train", [f"experiment={preset}"]).hydra.runtime.choices
+    return {str(group): option for group, option in choices.items()}
+
+
+def presets_of(method: str) -> list[str]:
+    """The presets on generated data of ``method``: named after it and composing it."""
+    return [
+        preset
+        for preset in synthetic_presets()
+        if preset.startswith(f"{method}_") and preset_choices(preset)["method"] == method
+    ]
+
+
+def missing_preset_message(method: str) -> str:
+    return (
+        f"the method {method!r} (conf/method/{method}.yaml) has no preset on generated data: "
+        f"a method needs conf/experiment/{method}_<backbone>_synthetic.yaml (choosing "
+        f"method: {method}), which its learning guard, training-step and resume tests run."
+    )
+
+
 BIN = Path(sys.executable).parent
 
 
@@ -113,19 +178,20 @@ def _console_script(args: Sequence[str | Path]) -> tuple[Callable[[], object], l
 def run_console_script(
     args: Sequence[str | Path],
     cwd: Path,
-    capfd: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     env: Mapping[str, str] | None = None,
+    capfd: pytest.CaptureFixture[str] | None = None,
 ) -> subprocess.CompletedProcess:
     """``run_cli`` without a new interpreter: the command's ``main`` runs in this process, and its
     exit status and output are what the console script would give (a ``SystemExit`` message is
-    printed to stderr with status 1, an uncaught exception as a traceback with status 1).
-    Hydra's global state and the logging handlers a run installs are restored afterwards."""
+    printed to stderr with status 1, an uncaught exception as a traceback with status 1). The
+    output is returned when ``capfd`` captures it. Hydra's global state, the environment, the
+    working directory and the logging handlers a run installs are restored afterwards."""
     main, argv = _console_script(args)
-    capfd.readouterr()
+    if capfd is not None:
+        capfd.readouterr()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    with monkeypatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
         patch.setattr(sys, "argv", argv)
         patch.setenv("WANDB_MODE", "disabled")
@@ -156,20 +222,18 @@ def run_console_script(
                 if handler not in root.handlers:
                     root.addHandler(handler)
             root.setLevel(level)
-    out, err = capfd.readouterr()
+    out, err = capfd.readouterr() if capfd is not None else ("", "")
     return subprocess.CompletedProcess(argv, returncode, out, err)
 
 
 @pytest.fixture
-def run_in_process(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., subprocess.CompletedProcess]:
+def run_in_process(capfd: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess]:
     """``run_in_process(args, cwd, env=None)``: ``run_console_script`` with this test's capture."""
 
     def run(
         args: Sequence[str | Path], cwd: Path, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        return run_console_script(args, cwd, capfd, monkeypatch, env)
+        return run_console_script(args, cwd, env, capfd)
 
     return run
 
@@ -202,9 +266,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2x2 local multirun (temperature x learning rate) of tiny runs, shared by tests."""
+    """A 2x2 local multirun (temperature x learning rate) of tiny runs, shared by tests (in this
+    process: Hydra's basic launcher runs the jobs one after another in the sweep's process)."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "multirun"
-    done = run_cli(
+    done = run_console_script(
         [
             BIN / "sslkit-train",
             "-m",
