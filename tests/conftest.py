@@ -99,7 +99,6 @@ TINY_DATA = {
     ],
     "synthetic_video": [
         "data.source.num_train=64", "data.source.num_test=32", "data.source.image_size=16",
-        "data.source.num_frames=8",
     ],
 }  # fmt: skip
 
