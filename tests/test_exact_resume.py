@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL and launched again ends exactly where the uninterrupted run ends."""
+"""A run killed with SIGKILL and launched again ends exactly where the uninterrupted run ends;
+a run of every method stopped mid-epoch and launched again ends exactly like one never stopped."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from sslkit.data.sampling import EpochSampler
-from tests.conftest import TINY, run_cli
+from sslkit.run.resume import RandomState
+from sslkit.train import train
+from tests.conftest import (
+    TINY,
+    TINY_DATA,
+    compose_config,
+    method_names,
+    missing_preset_message,
+    preset_choices,
+    presets_of,
+    run_cli,
+)
 
 # 4 steps per epoch, a step checkpoint every 3 steps: checkpoints after steps 3 (mid-epoch 0),
 # 4 (end of epoch 0), 6 (mid-epoch 1) and 8 (end).
@@ -114,3 +128,95 @@ def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
     other.resume_at(1, 4)
     assert list(other) == list(sampler)[4:], "a resumed epoch skips what was consumed"
     assert list(other) == list(sampler), "only the resumed epoch is shortened"
+
+
+# ------------------------------------------------------------------- every method, in-process
+#
+# Each method's preset on 2-D generated data, on 64 images in batches of 16 (4 steps per epoch)
+# for 2 epochs with a checkpoint after every step: trained straight through, and stopped by an
+# error after step 6 (its checkpoint not written, so the run resumes from step 5, mid-epoch 1)
+# and launched again. Both runs must end with the same weights, buffers and teacher, bit for bit.
+METHOD_RUN = [
+    *TINY_DATA["synthetic"],
+    "data.batch_size=16",
+    "data.eval_batch_size=64",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "checkpoint_every_n_steps=1",
+    "logger=none",
+    "eval=knn",
+    "eval.knn.k=[5]",
+    "eval.plots=false",
+    "baselines=[]",
+]
+STEPS = 8
+STOP_AT = 6
+
+
+class Stopped(RuntimeError):
+    """Raised inside a training run to interrupt it."""
+
+
+def resume_preset(method: str) -> str:
+    """The method's preset on 2-D generated data (its labelled variants aside: the shortest
+    name), else its first on generated data."""
+    presets = presets_of(method)
+    if not presets:
+        pytest.fail(missing_preset_message(method))
+    images = [preset for preset in presets if preset_choices(preset)["data"] == "synthetic"]
+    return min(images or presets, key=len)
+
+
+def train_in(run_dir: Path, overrides: list[str]) -> dict:
+    """``sslkit-train`` in this process with its run folder at ``run_dir``."""
+    cfg = compose_config("train", overrides, run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return train(cfg)
+
+
+def trained_to(run_dir: Path) -> int:
+    """The optimiser steps in the run's ``last.ckpt``."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_resumed_mid_epoch_ends_like_the_uninterrupted_run(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = [f"experiment={resume_preset(method)}", *METHOD_RUN]
+    train_in(tmp_path / "straight", overrides)
+
+    def stop(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == STOP_AT:
+            raise Stopped(f"stopped after step {STOP_AT}")
+
+    run_dir = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        # RandomState's hook runs before the step checkpoint (Lightning runs checkpoints last).
+        patch.setattr(RandomState, "on_train_batch_end", stop, raising=False)
+        with pytest.raises(Stopped):
+            train_in(run_dir, overrides)
+    assert trained_to(run_dir) == STOP_AT - 1
+    train_in(run_dir, overrides)
+
+    weights, metrics = final_state(run_dir)
+    expected_weights, expected_metrics = final_state(tmp_path / "straight")
+    assert trained_to(run_dir) == trained_to(tmp_path / "straight") == STEPS
+    assert weights.keys() == expected_weights.keys()
+    different = {
+        name: (weights[name].double() - value.double()).abs().max().item()
+        for name, value in expected_weights.items()
+        if not torch.equal(weights[name], value)
+    }
+    if different:
+        largest = max(different, key=different.get)
+        pytest.fail(
+            f"{method}: {len(different)} of {len(weights)} tensors differ after resuming, e.g. "
+            f"{', '.join(list(different)[:3])}; the largest gap {different[largest]:.1e} in "
+            f"{largest}"
+        )
+    assert metrics == expected_metrics
