@@ -101,38 +101,26 @@ def test_checkpoints_with_the_former_teacher_keys_still_load(hydra_run) -> None:
 
 class TeacherRecorder(Callback):
     """Checks, batch by batch, that the teacher moved by exactly one EMA step when the optimiser
-    stepped (with the schedule's momentum for that step) and stayed put when it did not."""
+    stepped (with the schedule's momentum for that step, towards the updated student) and stayed
+    put when it did not, by the time the end-of-batch hooks (step checkpoints) run."""
 
     def __init__(self) -> None:
         self.updated: list[bool] = []
-        self.snapshot = None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self._check(trainer, module)
         self.step_before = trainer.global_step
+        self.teachers_before = [p.detach().clone() for p in _teacher_params(module)]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        # Callbacks run before the module's own hook: after the optimiser, before the EMA.
-        self.snapshot = (
-            trainer.global_step,
-            [p.detach().clone() for p in _student_params(module)],
-            [p.detach().clone() for p in _teacher_params(module)],
-        )
-
-    def on_train_end(self, trainer, module) -> None:
-        self._check(trainer, module)
-
-    def _check(self, trainer, module) -> None:
-        if self.snapshot is None:
-            return
-        step, students, teachers = self.snapshot
-        self.snapshot = None
-        stepped = step > self.step_before
+        stepped = trainer.global_step > self.step_before
         self.updated.append(stepped)
+        tau = momentum_schedule(self.step_before, int(trainer.estimated_stepping_batches), 0.99)
         if stepped:
-            tau = momentum_schedule(step - 1, int(trainer.estimated_stepping_batches), 0.99)
             assert module.teacher_ema.momentum == pytest.approx(tau)
-        for s, old, new in zip(students, teachers, _teacher_params(module), strict=True):
+        students = [p.detach() for p in _student_params(module)]
+        for s, old, new in zip(
+            students, self.teachers_before, _teacher_params(module), strict=True
+        ):
             expected = tau * old + (1 - tau) * s if stepped else old
             torch.testing.assert_close(new, expected)
 

@@ -3,7 +3,7 @@
 The methods are the options of ``conf/method/``, each built from its YAML with a tiny backbone
 and small heads. Each process runs a few optimisation steps of the real method on its half of
 every batch, drives the method's Lightning hooks as a trainer would (``on_fit_start``,
-``on_train_start``, ``on_train_batch_end`` after each optimiser step, which moves a teacher)
+``on_train_start``, ``after_optimizer_step`` after each optimiser step, which moves a teacher)
 and averages gradients over processes as DDP does. The losses, the averaged gradients and the
 saved state (teachers and every buffer included) must equal those of one process on the
 concatenated batch, so a statistic over the batch (negatives, mining) or a state carried from
@@ -149,8 +149,9 @@ def train_steps(name: str, process_rank: int | None = None) -> dict:
             {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
         )
         optimizer.step()
+        method._trainer.global_step = step  # Lightning counts the step after optimizer_step
+        method.after_optimizer_step()
         method._trainer.global_step = step + 1
-        method.on_train_batch_end(loss, batch, step)
     return {"losses": losses, "gradients": gradients, "state": method.state_dict()}
 
 
@@ -203,3 +204,32 @@ def test_state_is_identical_on_every_process(ranks, name: str) -> None:
     assert first.keys() == second.keys()
     for key, value in first.items():
         assert torch.equal(value, second[key]), key
+
+
+def _mask_resume_worker(process_rank: int, out_dir: Path) -> None:
+    method = build("inpainting", process_rank, WORLD_SIZE)
+    method.on_fit_start()
+    images = torch.rand(PER_RANK, 3, 8, 8)
+    method.mask_generator(images)
+    checkpoint: dict = {}
+    method.on_save_checkpoint(checkpoint)  # a collective: every process builds it
+    continued = method.mask_generator(images)
+    written = [checkpoint if process_rank == 0 else None]  # rank 0 writes the file
+    dist.broadcast_object_list(written, src=0)
+    resumed = build("inpainting", process_rank, WORLD_SIZE)
+    resumed.on_load_checkpoint(written[0])
+    resumed.on_fit_start()
+    torch.save(
+        {"continued": continued, "resumed": resumed.mask_generator(images)},
+        out_dir / f"masks{process_rank}.pt",
+    )
+
+
+def test_resumed_inpainting_continues_the_masks_of_every_process(tmp_path: Path) -> None:
+    # The checkpoint rank 0 writes holds every process's mask sequence, so each process of a
+    # resumed run draws the masks it would have drawn without the interruption.
+    spawn_ranks(_mask_resume_worker, WORLD_SIZE, tmp_path, TIMEOUT_S)
+    masks = [torch.load(tmp_path / f"masks{r}.pt") for r in range(WORLD_SIZE)]
+    for rank_masks in masks:
+        assert torch.equal(rank_masks["resumed"], rank_masks["continued"])
+    assert not torch.equal(masks[0]["continued"], masks[1]["continued"])

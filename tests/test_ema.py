@@ -200,13 +200,10 @@ class _TinyStudentTeacher(pl.LightningModule):
     def on_train_start(self) -> None:
         self.teacher.on_train_start(self.trainer)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        before = [p.detach().clone() for p in self.teacher.parameters()]
-        if self.teacher.on_train_batch_end(self.trainer):
-            self.updates.append((self.trainer.global_step, self.teacher.momentum))
-        else:
-            for old, new in zip(before, self.teacher.parameters(), strict=True):
-                assert torch.equal(old, new), "the teacher moved without an optimiser step"
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        step = self.trainer.global_step  # the index of the step just taken
+        self.updates.append((step + 1, self.teacher.after_optimizer_step(self.trainer)))
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
@@ -242,7 +239,7 @@ def test_teacher_moves_once_per_optimiser_step_in_a_lightning_run(tmp_path, accu
 def test_lightning_hooks_need_a_run_of_known_length_and_a_start():
     teacher = EMATeacher({"net": nn.Linear(2, 2)}, base_momentum=0.9)
     with pytest.raises(RuntimeError, match="on_train_start"):
-        teacher.on_train_batch_end(object())
+        teacher.after_optimizer_step(object())
 
     class Endless:
         estimated_stepping_batches = float("inf")

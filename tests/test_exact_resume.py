@@ -183,23 +183,7 @@ def trained_to(run_dir: Path) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
 
 
-#: Known resume gaps, each failing this test until fixed: BYOL's step checkpoint is written before
-#: the teacher's update of that step, and inpainting's mask generator state is not checkpointed.
-KNOWN_GAPS = {"byol", "inpainting"}
-
-
-@pytest.mark.parametrize(
-    "method",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(reason="known resume gap, see KNOWN_GAPS", strict=True),
-        )
-        if name in KNOWN_GAPS
-        else name
-        for name in method_names()
-    ],
-)
+@pytest.mark.parametrize("method", method_names())
 def test_every_method_resumed_mid_epoch_ends_like_the_uninterrupted_run(
     method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

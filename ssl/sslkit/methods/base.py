@@ -22,6 +22,7 @@ from torch.optim import Optimizer
 
 from sslkit.configurable import configurable
 from sslkit.models.backbones import Backbone, describe
+from sslkit.models.ema import EMATeacher
 from sslkit.optim import parameter_groups
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -258,6 +259,37 @@ class SSLMethod(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    # ------------------------------------------------------------ EMA teachers
+    def teachers(self) -> dict[str, EMATeacher]:
+        """Every :class:`~sslkit.models.EMATeacher` among the method's modules, by its name.
+
+        A method only registers its teacher; this class reads the run's length for it at the
+        start of training and moves it after every optimiser step (``optimizer_step``)."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, EMATeacher)}
+
+    def on_train_start(self) -> None:
+        for teacher in self.teachers().values():
+            teacher.on_train_start(self.trainer)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser's step, then one EMA step of every teacher (see
+        :meth:`after_optimizer_step`)."""
+        super().optimizer_step(*args, **kwargs)
+        self.after_optimizer_step()
+
+    def after_optimizer_step(self) -> None:
+        """Move every teacher towards its student with the momentum of the optimiser step just
+        taken, logged as ``train/tau`` (``train/<name>/tau`` when a method has several).
+
+        It runs inside ``optimizer_step``, once per optimiser step (not per micro-batch), before
+        the end-of-batch hooks, so a checkpoint written at the end of a step holds the
+        teacher of that step."""
+        teachers = self.teachers()
+        for name, teacher in teachers.items():
+            tau = teacher.after_optimizer_step(self.trainer)
+            key = "train/tau" if len(teachers) == 1 else f"train/{name}/tau"
+            self.log(key, tau, on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

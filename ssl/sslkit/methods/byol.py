@@ -31,9 +31,9 @@ class BYOL(SSLMethod):
     The teacher (``teacher_ema``, an :class:`~sslkit.models.EMATeacher` of the backbone and the
     projector) is a frozen copy of the student, moved towards it after every optimiser step with
     momentum ``tau`` rising from ``tau_base`` to 1 on a cosine over the run (logged as
-    ``train/tau``). Under gradient accumulation it moves once per optimiser step, not per
-    micro-batch, and the schedule follows the trainer's global step, so a resumed run continues
-    it where it stopped.
+    ``train/tau``; ``SSLMethod`` moves every registered teacher). Under gradient accumulation it
+    moves once per optimiser step, not per micro-batch, and the schedule follows the trainer's
+    global step, so a resumed run continues it where it stopped.
 
     Args:
         backbone: the student encoder (its EMA copy is the teacher's encoder).
@@ -127,19 +127,9 @@ class BYOL(SSLMethod):
             )
         return value
 
-    # ------------------------------------------------------------ EMA teacher
-    def on_train_start(self) -> None:
-        self.teacher_ema.on_train_start(self.trainer)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After each optimiser step (not each micro-batch), move the teacher towards the
-        student with the momentum of that step."""
-        if self.teacher_ema.on_train_batch_end(self.trainer):
-            self.log("train/tau", self.teacher_ema.momentum, on_step=True, on_epoch=False)
-
     def update_teacher(self, step: int, total_steps: int) -> None:
         """Move the teacher towards the student with the momentum of optimiser step ``step``
-        (what ``on_train_batch_end`` does in a Lightning run)."""
+        (what ``SSLMethod.optimizer_step`` does in a Lightning run)."""
         self.teacher_ema.update(step, total_steps)
 
     #: Where checkpoints written before the teacher was an ``EMATeacher`` keep its weights.

@@ -9,19 +9,24 @@ and the loss counts hidden pixels only.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.augment.masking import MaskGenerator
+from sslkit.distributed import is_distributed, world_size
 from sslkit.losses import masked_mse
 from sslkit.losses.hog import hog
 from sslkit.losses.masked_mse import patch_statistics
 from sslkit.methods.base import SSLMethod, split_views
 from sslkit.models.backbones import Backbone
 from sslkit.models.decoder import ConvDecoder
+
+log = logging.getLogger(__name__)
 
 MASK_TOKENS = ("learned", "zero")
 TARGETS = ("pixels", "hog")
@@ -115,6 +120,7 @@ class MaskedInpainting(SSLMethod):
         )
         self.norm_pix = norm_pix
         self.eval_mask_seed = eval_mask_seed
+        self._restored_mask_states: list[Tensor] | None = None
         self.num_reconstructions = num_reconstructions
 
     def on_fit_start(self) -> None:
@@ -123,6 +129,36 @@ class MaskedInpainting(SSLMethod):
             self.mask_generator = self.mask_generator.with_seed(
                 self.mask_generator.seed + self.global_rank
             )
+        # A resumed run continues each process's mask sequence where the checkpoint left it
+        # (Lightning restores the checkpoint before on_fit_start).
+        states, self._restored_mask_states = self._restored_mask_states, None
+        if states is None:
+            return
+        if len(states) != self.trainer.world_size:
+            log.warning(
+                "the checkpoint holds the mask sequences of %d processes and this run has %d: "
+                "the masks start new sequences from method.mask.seed, so this run does not "
+                "repeat the masks an uninterrupted run would have drawn.",
+                len(states),
+                self.trainer.world_size,
+            )
+            return
+        self.mask_generator.generator.set_state(states[self.global_rank])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also save every process's mask-generator state (``sslkit_mask_states``, one per rank),
+        so that a resumed run draws the masks the uninterrupted run would have drawn."""
+        super().on_save_checkpoint(checkpoint)
+        state = self.mask_generator.generator.get_state()
+        states = [state]
+        if is_distributed():
+            # Lightning builds the checkpoint on every process; rank 0 writes it.
+            states = [torch.empty_like(state) for _ in range(world_size())]
+            dist.all_gather(states, state)
+        checkpoint["sslkit_mask_states"] = states
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_mask_states = checkpoint.get("sslkit_mask_states")
 
     def reconstruct(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder output for ``images`` with ``mask`` hidden, and the pooled features it saw."""

@@ -91,23 +91,19 @@ class EMATeacher(nn.Module):
     ``torch.no_grad()``. The students themselves are only referenced, never registered here.
 
     The momentum of optimiser step ``s`` of ``T`` is :func:`momentum_schedule`: from
-    ``base_momentum`` at the first step to ``final_momentum`` at the last. A method drives it
-    from two Lightning hooks; the step count comes from the trainer, so under gradient
-    accumulation the teacher moves once per optimiser step (not per micro-batch) and a resumed
-    run continues the schedule where it stopped::
+    ``base_momentum`` at the first step to ``final_momentum`` at the last. A method only
+    registers the teacher; :class:`~sslkit.methods.SSLMethod` finds every ``EMATeacher`` among
+    its modules, reads the run's length in ``on_train_start`` and moves each teacher inside
+    ``optimizer_step``, right after the optimiser's update. So the teacher moves once per
+    optimiser step (not per micro-batch under gradient accumulation), before anything that
+    runs at the end of the batch (a step checkpoint included) sees the weights, and a resumed
+    run continues the schedule from the trainer's step::
 
         self.teacher = EMATeacher({"backbone": self.backbone}, base_momentum=0.996)
 
         def training_step(self, batch, batch_idx):
             with torch.no_grad():
                 targets = self.teacher.backbone(images)
-
-        def on_train_start(self):
-            self.teacher.on_train_start(self.trainer)
-
-        def on_train_batch_end(self, outputs, batch, batch_idx):
-            if self.teacher.on_train_batch_end(self.trainer):
-                self.log("train/tau", self.teacher.momentum)
 
     Outside Lightning, call :meth:`update` after each optimiser step.
 
@@ -136,7 +132,6 @@ class EMATeacher(nn.Module):
         #: Momentum of the last update (``base_momentum`` before the first).
         self.momentum = base_momentum
         self._total_steps: int | None = None
-        self._updated_at_step = 0
         # A plain dict: the students belong to the method, not to the teacher's state.
         self._students: dict[str, nn.Module] = dict(students)
         for name, student in students.items():
@@ -174,8 +169,8 @@ class EMATeacher(nn.Module):
 
     # ------------------------------------------------------------ Lightning hooks
     def on_train_start(self, trainer: Any) -> None:
-        """Read the run's length and the step it starts from (0, or where a resumed run
-        stopped). Call it from the method's ``on_train_start``."""
+        """Read the run's length (its optimiser steps), which the momentum schedule spans.
+        ``SSLMethod.on_train_start`` calls it for every teacher of the method."""
         total = trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ValueError(
@@ -183,23 +178,19 @@ class EMATeacher(nn.Module):
                 "trainer.max_epochs or trainer.max_steps."
             )
         self._total_steps = int(total)
-        self._updated_at_step = trainer.global_step
 
-    def on_train_batch_end(self, trainer: Any) -> bool:
-        """Update the teacher if the optimiser stepped since the last call (with the momentum
-        of that step); returns whether it did. Call it from the method's
-        ``on_train_batch_end``."""
+    def after_optimizer_step(self, trainer: Any) -> float:
+        """Move the teacher with the momentum of the optimiser step just taken; returns it.
+
+        Call it right after ``optimizer.step()`` inside ``LightningModule.optimizer_step``
+        (``SSLMethod`` does), where ``trainer.global_step`` is still the 0-based index of that
+        step: Lightning counts the step once the hook has returned."""
         if self._total_steps is None:
             raise RuntimeError(
-                "EMATeacher.on_train_batch_end was called before on_train_start: call "
-                "teacher.on_train_start(self.trainer) from the method's on_train_start."
+                "EMATeacher.after_optimizer_step was called before on_train_start: call "
+                "teacher.on_train_start(trainer) first (SSLMethod.on_train_start does)."
             )
-        step = trainer.global_step
-        if step == self._updated_at_step:
-            return False
-        self._updated_at_step = step
-        self.update(step - 1, self._total_steps)
-        return True
+        return self.update(trainer.global_step, self._total_steps)
 
     def extra_repr(self) -> str:
         return f"base_momentum={self.base_momentum}, final_momentum={self.final_momentum}"
