@@ -120,6 +120,14 @@ def preset_comment(preset: str, key: str) -> str | None:
     return match.group(1) if match else None
 
 
+def tiny_overrides(preset: str) -> list[str]:
+    """The preset's ``# tiny: <overrides>`` line: what the tests on the smallest data (a few
+    steps on 64 samples, batches of 16, 6 samples a process) need on top, e.g. a queue that fits
+    64 training images (``# tiny: method.queue_size=48``); [] without one."""
+    line = preset_comment(preset, "tiny")
+    return line.split() if line else []
+
+
 @functools.cache
 def preset_choices(preset: str) -> dict[str, str | None]:
     """The option every config group takes in the composed preset (``method``, ``data``, ...)."""

@@ -29,7 +29,7 @@ from torch import nn
 
 from sslkit.methods.base import SSLMethod
 from sslkit.models import ConvNet
-from tests.conftest import compose_config, method_names, spawn_ranks
+from tests.conftest import compose_config, method_names, presets_of, spawn_ranks, tiny_overrides
 
 WORLD_SIZE = 2
 PER_RANK = 6
@@ -48,10 +48,16 @@ SMALL_HEADS = {
 METHODS = method_names()
 
 
+def _method_keys(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if o.lstrip("+~").startswith("method.")]
+
+
 @functools.cache
 def method_config(name: str) -> DictConfig:
-    """``conf/method/<name>.yaml`` as composed, with small heads."""
-    cfg = compose_config("train", [f"method={name}"]).method
+    """``conf/method/<name>.yaml`` as composed, with small heads and the ``method.`` settings of
+    its presets' ``# tiny:`` lines (a queue that the small batches fill)."""
+    tiny = [o for preset in presets_of(name) for o in tiny_overrides(preset)]
+    cfg = compose_config("train", [f"method={name}", *_method_keys(tiny)]).method
     with open_dict(cfg):
         for key, value in SMALL_HEADS.items():
             if key in cfg:

@@ -26,6 +26,7 @@ from tests.conftest import (
     preset_choices,
     presets_of,
     run_cli,
+    tiny_overrides,
 )
 
 # 4 steps per epoch, a step checkpoint every 3 steps: checkpoints after steps 3 (mid-epoch 0),
@@ -187,7 +188,8 @@ def trained_to(run_dir: Path) -> int:
 def test_every_method_resumed_mid_epoch_ends_like_the_uninterrupted_run(
     method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    overrides = [f"experiment={resume_preset(method)}", *METHOD_RUN]
+    preset = resume_preset(method)
+    overrides = [f"experiment={preset}", *METHOD_RUN, *tiny_overrides(preset)]
     train_in(tmp_path / "straight", overrides)
 
     def stop(self, trainer, module, outputs, batch, batch_idx) -> None:

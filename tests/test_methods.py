@@ -21,6 +21,7 @@ from tests.conftest import (
     missing_preset_message,
     preset_choices,
     presets_of,
+    tiny_overrides,
 )
 
 STEPS = 2
@@ -78,5 +79,6 @@ def test_method_trains_through_its_presets_on_generated_data(
     assert presets, missing_preset_message(method)
     for preset in presets:
         data = TINY_DATA[preset_choices(preset)["data"]]
-        cfg = hydra_run("train", [f"experiment={preset}", *data, *TWO_STEPS])
+        overrides = [f"experiment={preset}", *data, *TWO_STEPS, *tiny_overrides(preset)]
+        cfg = hydra_run("train", overrides)
         train_two_steps(preset, cfg, tmp_path / preset)
