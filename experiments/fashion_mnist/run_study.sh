@@ -3,13 +3,15 @@
 # batch 256, 10 epochs over the 60k training images, seed 0), the same evaluation on the 10k test
 # images with low-shot linear probes (1 % and 10 % of the training labels), one row after another.
 #   bash experiments/fashion_mnist/run_study.sh [out_dir] [extra overrides for every row...]
+# out_dir defaults to $SSLKIT_STUDY_DIR, else ~/sslkit_runs/fashion_mnist_study: outside the checkout,
+# so that a fresh clone or `git clean` does not lose hours of finished rows.
 # A row whose results.json exists is skipped, so an interrupted study continues where it stopped
 # (a row cut short restarts from its last checkpoint: resume=true). Extra overrides shrink it for a
 # smoke run, e.g. `data.max_train=2048 data.max_test=1024 trainer.max_epochs=1`.
 # Times only mean something when nothing else runs on the machine; `touch <out_dir>/PAUSE` holds the
 # study before its next row until the file is removed.
 set -euo pipefail
-out=${1:-outputs/fashion_mnist_study}
+out=${1:-${SSLKIT_STUDY_DIR:-$HOME/sslkit_runs/fashion_mnist_study}}
 shift || true
 failed=()  # a failed row does not stop the others; the study exits non-zero at the end
 evaluation=(seed=0 logger=none eval.plots=false "eval.linear.label_fractions=[0.01,0.1,1.0]")
