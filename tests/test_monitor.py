@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,7 +47,8 @@ def test_knn_monitor_runs_every_n_epochs_with_the_first_k(monkeypatch):
         calls.append(knn.k)
         return SimpleNamespace(metrics={f"knn/top1@{k}": 0.5 for k in knn.k})
 
-    monkeypatch.setattr("sslkit.eval.monitor.extract_split_features", lambda *args: None)
+    features = SimpleNamespace(train_features=torch.eye(6)[:, :3], test_features=None)
+    monkeypatch.setattr("sslkit.eval.monitor.extract_split_features", lambda *args: features)
     monkeypatch.setattr("sslkit.eval.monitor.run_protocols_on_splits", protocols)
     history = MetricHistory()
     monitor = KNNMonitor(2, knn=KNNProtocol(k=[10, 50]), encoder="student", history=history)
@@ -61,8 +63,35 @@ def test_knn_monitor_runs_every_n_epochs_with_the_first_k(monkeypatch):
         trainer = SimpleNamespace(current_epoch=epoch, is_global_zero=True, datamodule=datamodule)
         monitor.on_train_epoch_end(trainer, module)
     assert calls == [[10], [10]]
-    assert logged == [("monitor/knn_top1@10", 0.5)] * 2
-    assert history.history == {"monitor/knn_top1@10": [[2, 0.5], [4, 0.5]]}
+    rank = pytest.approx(3.0, rel=1e-5)  # RankMe of the train features: 3 orthonormal columns
+    assert logged == [("monitor/knn_top1@10", 0.5), ("monitor/rankme", rank)] * 2
+    assert history.history == {
+        "monitor/knn_top1@10": [[2, 0.5], [4, 0.5]],
+        "monitor/rankme": [[2, rank], [4, rank]],
+    }
+
+
+def test_knn_monitor_logs_nan_rankme_for_diverged_features(monkeypatch):
+    features = SimpleNamespace(train_features=torch.full((4, 3), float("nan")))
+    monkeypatch.setattr("sslkit.eval.monitor.extract_split_features", lambda *args: features)
+    monkeypatch.setattr(
+        "sslkit.eval.monitor.run_protocols_on_splits",
+        lambda *args, **kwargs: SimpleNamespace(metrics={"knn/top1@5": 0.25}),
+    )
+    history = MetricHistory()
+    monitor = KNNMonitor(1, knn=KNNProtocol(k=[5]), encoder="student", history=history)
+    logged = {}
+    module = SimpleNamespace(
+        evaluation_encoders=lambda: {"student": None},
+        device="cpu",
+        log=lambda key, value, **kwargs: logged.update({key: value}),
+    )
+    trainer = SimpleNamespace(
+        current_epoch=0, is_global_zero=True, datamodule=SimpleNamespace(multilabel=False)
+    )
+    monitor.on_train_epoch_end(trainer, module)
+    assert logged["monitor/knn_top1@5"] == 0.25 and math.isnan(logged["monitor/rankme"])
+    assert history.history == {"monitor/knn_top1@5": [[1, 0.25]]}
 
 
 def test_knn_monitor_encodes_what_the_methods_evaluation_hook_names():
@@ -84,7 +113,10 @@ def test_training_monitors_knn_keeps_curves_and_writes_plots(hydra_run, tmp_path
     assert [epoch for epoch, _ in history["val/online_top1"]] == [1, 2]
     # The monitor at the last epoch is the final kNN protocol on the same weights.
     assert history["monitor/knn_top1@5"][-1][1] == results["metrics"]["knn/top1@5"]
-    assert "monitor/knn_top1@5" in (tmp_path / "csv" / "metrics.csv").read_text()
+    assert [epoch for epoch, _ in history["monitor/rankme"]] == [1, 2]
+    assert history["monitor/rankme"][-1][1] == pytest.approx(results["metrics"]["rankme"])
+    logged = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "monitor/knn_top1@5" in logged and "monitor/rankme" in logged
 
     plots = tmp_path / "plots"
     names = {"curves.png", "confusion_linear.png", "embedding_tsne.png", "retrieval.png"}

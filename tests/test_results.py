@@ -49,3 +49,13 @@ def test_results_without_knn_have_no_knn_column():
 def test_knn_ks_come_from_the_metrics_when_the_protocol_does_not_list_them():
     old = document({"knn/top1@200": 0.5, "knn/top5@20": 0.9, "multiclip/knn/top1@7": 0.1})
     assert knn_ks([old, document({}, k=[20, 30])]) == [20, 200, 30]
+
+
+def test_rankme_column_shows_the_effective_rank_as_it_is_for_each_row_that_has_it():
+    metrics = {"knn/top1@10": 0.5, "linear/top1": 0.5, "linear/macro_f1": 0.4, "rankme": 12.345}
+    baselines = {"raw_pixels": {"knn/top1@10": 0.1, "rankme": 250.0}, "random_init": {}}
+    text = results_table(document(metrics, k=[10], baselines=baselines), markdown=True)
+    header, _, raw, random, row = table_rows(text)
+    assert header[-2:] == ["RankMe", "wall time"]
+    assert (raw[-2], random[-2], row[-2]) == ("250.0", "-", "12.3")
+    assert row[1] == "50.0"  # accuracies stay in %

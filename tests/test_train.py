@@ -34,6 +34,7 @@ def test_simclr_step_updates_backbone_and_loss_is_finite(hydra_run) -> None:
 
 NAMES = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1")
 METRICS = {f"knn/{m}@{k}" for m in NAMES for k in (5, 20)} | {f"linear/{m}" for m in NAMES}
+METRICS |= {"rankme"}
 
 
 def test_train_writes_results_and_checkpoint(tiny_run) -> None:

@@ -1,5 +1,5 @@
-"""Running the evaluation of a run: features once, the protocols, the baselines, the
-measurements a model offers, plots, and ``results.json``.
+"""Running the evaluation of a run: features once, the protocols and the features' RankMe,
+the baselines, the measurements a model offers, plots, and ``results.json``.
 
 Both entry points end in :func:`evaluate_and_report`, so a checkpoint evaluated later goes
 through exactly the steps its training run ended with. What is evaluated is any encoder: one
@@ -36,9 +36,11 @@ from sslkit.eval.clips import add_multiclip_result
 from sslkit.eval.inpainting import Inpainter, evaluate_inpainting
 from sslkit.eval.plots import write_plots
 from sslkit.eval.protocol import run_protocols_on_splits
+from sslkit.eval.rankme import EPSILON as RANKME_EPSILON
+from sslkit.eval.rankme import rankme
 from sslkit.run.files import write_json_atomic
 from sslkit.run.loggers import log_media, log_summary
-from sslkit.run.results import RESULTS_FILE, results_document, results_table
+from sslkit.run.results import RANKME, RESULTS_FILE, results_document, results_table
 
 BASELINES = ("raw_pixels", "random_init")
 
@@ -64,8 +66,9 @@ def evaluate_features(
     device: torch.device,
     encoder: nn.Module | None = None,
 ) -> ProtocolResult:
-    """The configured protocols on frozen features of the train/test splits; with ``encoder``,
-    also the multi-clip result of video data (:mod:`sslkit.eval.clips`)."""
+    """The configured protocols on frozen features of the train/test splits, plus ``rankme``,
+    the label-free effective rank of the train features (:func:`~sslkit.eval.rankme.rankme`);
+    with ``encoder``, also the multi-clip result of video data (:mod:`sslkit.eval.clips`)."""
     if eval_cfg.get("knn") is None and eval_cfg.get("linear") is None:
         raise ValueError("no evaluation protocol selected: use eval=[knn,linear] (or one of them)")
     for split in ("train", "test"):
@@ -80,6 +83,14 @@ def evaluate_features(
     result = run_protocols_on_splits(
         features, datamodule, knn=knn, linear=linear, device=str(device)
     )
+    start = time.perf_counter()
+    result.metrics[RANKME] = rankme(features.train_features)
+    result.protocol[RANKME] = {
+        "split": "train",
+        "num_samples": features.train_features.shape[0],
+        "epsilon": RANKME_EPSILON,
+    }
+    result.timings[RANKME] = time.perf_counter() - start
     if encoder is not None:
         add_multiclip_result(result, encoder, datamodule, knn=knn, linear=linear, device=device)
     return result

@@ -31,8 +31,9 @@ from sslkit.run.results import RESULTS_FILE, read_document
 #: loggers' folders, which contain the run's own directory) are ignored as well.
 IGNORED_KEYS = ("seed", "resume", "local")
 
-#: Metrics shown by default (glob patterns over the metric names).
-DEFAULT_METRICS = ("knn/top1@*", "linear/top1")
+#: Metrics shown by default (glob patterns over the metric names); ``rankme`` is the label-free
+#: effective rank of the train features, which falls towards 1 when a representation collapses.
+DEFAULT_METRICS = ("knn/top1@*", "linear/top1", "rankme")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 The online linear probe (``val/online_top1``, on the test split every epoch) is cheap but
 trained alongside the encoder; the kNN monitor measures the frozen features with the kNN
-protocol itself every few epochs, so its last value is the kNN number the run ends with.
+protocol itself every few epochs, so its last value is the kNN number the run ends with, and
+logs their RankMe, which needs no label, so a collapsing representation shows as it happens.
 :class:`MetricHistory` keeps every epoch-level metric in memory and in the checkpoints, so
 curves can be plotted whatever the logger and survive a resumed run.
 """
@@ -13,10 +14,13 @@ import math
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from sslkit.eval.cache import evaluation_encoder, extract_split_features
 from sslkit.eval.protocol import KNNProtocol, run_protocols_on_splits
+from sslkit.eval.rankme import rankme
+from sslkit.run.results import RANKME
 
 
 class KNNMonitor(Callback):
@@ -28,8 +32,10 @@ class KNNMonitor(Callback):
     (:func:`~sslkit.eval.cache.evaluation_encoder`, the one the final evaluation encodes), and
     the test split is classified by the kNN protocol
     (:func:`~sslkit.eval.protocol.run_protocols`) with the first k and the temperature of
-    ``knn``. Logged as ``monitor/knn_top1@{k}`` (``monitor/knn_mAP@{k}`` for multi-label data)
-    and recorded into ``history`` when given.
+    ``knn``. Logged as ``monitor/knn_top1@{k}`` (``monitor/knn_mAP@{k}`` for multi-label data),
+    with the effective rank of the train features (:func:`~sslkit.eval.rankme.rankme`, the
+    final evaluation's ``rankme``) as ``monitor/rankme``, and recorded into ``history`` when
+    given.
     Runs on the global-zero process only; the others wait for it at the next collective.
     """
 
@@ -58,11 +64,16 @@ class KNNMonitor(Callback):
         knn = KNNProtocol(k=[self.k], temperature=self.temperature)
         result = run_protocols_on_splits(features, datamodule, knn=knn, linear=None)
         name = "mAP" if datamodule.multilabel else "top1"
-        value = result.metrics[f"knn/{name}@{self.k}"]
-        key = f"monitor/knn_{name}@{self.k}"
-        pl_module.log(key, value, rank_zero_only=True)
-        if self.history is not None:
-            self.history.record(key, trainer.current_epoch + 1, value)
+        train = features.train_features
+        values = {
+            f"monitor/knn_{name}@{self.k}": result.metrics[f"knn/{name}@{self.k}"],
+            # NaN features (diverged weights) are logged as NaN; the final evaluation says why.
+            f"monitor/{RANKME}": rankme(train) if torch.isfinite(train).all() else math.nan,
+        }
+        for key, value in values.items():
+            pl_module.log(key, value, rank_zero_only=True)
+            if self.history is not None:
+                self.history.record(key, trainer.current_epoch + 1, value)
 
 
 class MetricHistory(Callback):

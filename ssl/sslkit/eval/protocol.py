@@ -131,7 +131,9 @@ class ProtocolResult:
 
     Attributes:
         metrics: Flat ``{"knn/top1@20": 0.91, "linear/macro_f1": 0.88, ...}`` floats in
-            [0, 1] (see :func:`run_protocols` for the keys), ready for a logger's summary.
+            [0, 1] (see :func:`run_protocols` for the keys), ready for a logger's summary; the
+            evaluation adds the label-free ``rankme``, an effective rank between 1 and the
+            feature dimension (:mod:`sslkit.eval.rankme`).
         per_class: ``{"knn@20": [...], "linear": [...], "linear@10%": [...]}``, one dict per
             class in class order with precision, recall, f1, support (and ap for multi-label).
         protocol: Every setting the numbers depend on, so a result documents itself; its

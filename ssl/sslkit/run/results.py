@@ -16,6 +16,8 @@ from typing import Any
 
 #: A finished job's outputs: the metrics and the config they were measured with.
 RESULTS_FILE = "results.json"
+#: The metric key of the effective rank of the train features (:mod:`sslkit.eval.rankme`).
+RANKME = "rankme"
 #: A kNN protocol metric, e.g. ``knn/top1@20``; group 1 is its k.
 _KNN_METRIC = re.compile(r"knn/[^@/]+@(\d+)")
 
@@ -102,8 +104,9 @@ def results_table(
     Accepts one ``results.json`` document or several (e.g. the rows of a study); the baseline
     rows come from each document that holds baselines, once per baseline name. Columns: kNN
     top-1 at each k of the kNN protocol (``eval.knn.k``, see :func:`knn_ks`), linear top-1 and
-    macro-F1, and linear top-1 at each label fraction below 1 (in %), and wall time;
-    multi-label results show mAP (and micro-F1) instead of top-1.
+    macro-F1, and linear top-1 at each label fraction below 1 (in %), RankMe (the effective
+    rank of the train features, when the results hold it) and wall time; multi-label results
+    show mAP (and micro-F1) instead of top-1.
     """
     documents = [results] if isinstance(results, Mapping) else list(results)
     names = (
@@ -142,13 +145,18 @@ def results_table(
                 )
     for name, doc in zip(names, documents, strict=True):
         rows.append((name, doc["metrics"], doc.get("timings", {}).get("total_s")))
+    if any(RANKME in metrics for _, metrics, _ in rows):
+        columns.append(("RankMe", RANKME))
     header = ["encoder"] + [title for title, _ in columns] + ["wall time"]
     lines = [header]
     for name, metrics, seconds in rows:
         cells = [name]
         for _, key in columns:
             value = metrics.get(key)
-            cells.append("-" if value is None else f"{100 * value:.1f}")
+            if value is None:
+                cells.append("-")
+            else:  # accuracies in %, the effective rank as it is
+                cells.append(f"{value:.1f}" if key == RANKME else f"{100 * value:.1f}")
         cells.append("-" if seconds is None else f"{seconds:.0f} s")
         lines.append(cells)
     if markdown:
