@@ -7,7 +7,8 @@ below, completed with the run's step counts once Lightning knows them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from lightly.utils.scheduler import cosine_warmup_schedule
 from torch import nn
@@ -27,6 +28,21 @@ def _check_steps(total_steps: int, steps_per_epoch: int) -> None:
 
 #: What the method passes a schedule factory once Lightning knows the step counts.
 SCHEDULE_RUNTIME_ARGS = ("optimizer", "total_steps", "steps_per_epoch")
+
+#: Parameter-group key: a group with ``FIXED_LR: True`` keeps its base learning rate while the
+#: schedule moves every other group (SimSiam's predictor). The schedules below honour it.
+FIXED_LR = "fixed_lr"
+
+
+def scheduled_lambda(optimizer: Optimizer, factor: Callable[[int], float]) -> LambdaLR:
+    """``LambdaLR`` with ``factor`` for every parameter group but those marked ``FIXED_LR``,
+    whose factor stays 1."""
+    lambdas = [_one if group.get(FIXED_LR) else factor for group in optimizer.param_groups]
+    return LambdaLR(optimizer, lambdas)
+
+
+def _one(step: int) -> float:
+    return 1.0
 
 
 @configurable(runtime=SCHEDULE_RUNTIME_ARGS)
@@ -58,29 +74,43 @@ def warmup_cosine(
             warmup_start_value=0.0 if warmup_steps else 1.0,
         )
 
-    return LambdaLR(optimizer, factor)
+    return scheduled_lambda(optimizer, factor)
 
 
 @configurable(runtime=SCHEDULE_RUNTIME_ARGS)
 def constant(optimizer: Optimizer, *, total_steps: int, steps_per_epoch: int) -> LambdaLR:
     """The configured learning rate for every step (a baseline for schedule ablations)."""
     _check_steps(total_steps, steps_per_epoch)
-    return LambdaLR(optimizer, lambda step: 1.0)
+    return scheduled_lambda(optimizer, _one)
 
 
-def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+def parameter_groups(
+    modules: Iterable[nn.Module],
+    weight_decay: float,
+    *,
+    skip: Iterable[nn.Parameter] = (),
+    **settings: Any,
+) -> list[dict]:
     """Split parameters into a decayed group and one without decay for biases and norm layers.
 
     Decaying BatchNorm scales and biases hurts SSL training, and LARS skips its trust-ratio
     scaling for groups whose weight decay is zero, which is what those parameters need.
+
+    Args:
+        modules: the modules whose trainable parameters are grouped (each parameter once).
+        weight_decay: the decay of the decayed group.
+        skip: parameters left out (those another call groups, e.g. with ``fixed_lr=True``).
+        **settings: extra keys of every group, e.g. ``fixed_lr=True`` (:data:`FIXED_LR`).
     """
+    skipped = {id(param) for param in skip}
     decay, no_decay = [], []
     for module in modules:
         for param in module.parameters():
-            if not param.requires_grad:
+            if not param.requires_grad or id(param) in skipped:
                 continue
+            skipped.add(id(param))
             (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+    groups = [{"params": decay, "weight_decay": weight_decay, **settings}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        groups.append({"params": no_decay, "weight_decay": 0.0, **settings})
     return groups

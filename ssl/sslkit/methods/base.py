@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 from sslkit.configurable import configurable
 from sslkit.models.backbones import Backbone, describe
 from sslkit.models.ema import EMATeacher
-from sslkit.optim import parameter_groups
+from sslkit.optim import FIXED_LR, parameter_groups
 
 OptimizerFactory = Callable[..., Optimizer]
 # On accelerators, read device-side health flags (non-finite loss, collapse) every this many
@@ -239,7 +239,18 @@ class SSLMethod(pl.LightningModule):
             raise ValueError("the optimizer config must set a base learning rate `lr`")
         world = self.trainer.world_size if self._trainer is not None else 1
         lr = keywords["lr"] * self.batch_size * world / self.base_batch_size
-        groups = parameter_groups(self.trainable_modules(), keywords.get("weight_decay", 0.0))
+        weight_decay = keywords.get("weight_decay", 0.0)
+        fixed = self.fixed_lr_modules()
+        fixed_params = [p for module in fixed for p in module.parameters() if p.requires_grad]
+        trainable = {id(p) for module in self.trainable_modules() for p in module.parameters()}
+        if any(id(p) not in trainable for p in fixed_params):
+            raise ValueError(
+                f"{type(self).__name__}.fixed_lr_modules() names parameters outside its "
+                "trainable_modules(); return submodules of the trained modules only."
+            )
+        groups = parameter_groups(self.trainable_modules(), weight_decay, skip=fixed_params)
+        if fixed:
+            groups += parameter_groups(fixed, weight_decay, **{FIXED_LR: True})
         if self.online_probe is not None:
             groups.append({"params": list(self.online_probe.parameters()), "weight_decay": 0.0})
         optimizer = self.optimizer_factory(groups, lr=lr)
@@ -255,10 +266,19 @@ class SSLMethod(pl.LightningModule):
         scheduler = self.schedule_factory(
             optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
         )
+        _check_fixed_lr(optimizer, scheduler)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def fixed_lr_modules(self) -> list[nn.Module]:
+        """Trained modules whose learning rate stays at its base value (linearly scaled, as
+        every group's) while the schedule moves all other parameter groups; none by default.
+
+        Their parameters form groups marked :data:`~sslkit.optim.FIXED_LR`, which the schedules
+        of :mod:`sslkit.optim` leave at their initial rate (SimSiam's predictor)."""
+        return []
 
     # ------------------------------------------------------------ EMA teachers
     def teachers(self) -> dict[str, EMATeacher]:
@@ -295,6 +315,28 @@ class SSLMethod(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite_loss()
         checkpoint["sslkit_backbone"] = describe(self.backbone)
+
+
+def _check_fixed_lr(optimizer: Optimizer, scheduler: Any) -> None:
+    """Stop when a schedule ignores the groups marked ``FIXED_LR`` (one that is not built with
+    ``sslkit.optim.scheduled_lambda``): their rate must stay the initial one."""
+    fixed = [g for g in optimizer.param_groups if g.get(FIXED_LR)]
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if not fixed:
+        return
+    honoured = lambdas is not None and all(
+        lam(step) == 1.0
+        for lam, group in zip(lambdas, optimizer.param_groups, strict=True)
+        if group.get(FIXED_LR)
+        for step in (0, 1)
+    )
+    if not honoured or any(g["lr"] != g["initial_lr"] for g in fixed):
+        raise ValueError(
+            f"the schedule {type(scheduler).__name__} would move the learning rate of parameter "
+            "groups that the method keeps at their base rate (fixed_lr_modules()); use a "
+            "schedule of sslkit.optim (schedule=warmup_cosine or schedule=constant), which "
+            "leaves them fixed, or turn the method's fixed learning rate off."
+        )
 
 
 @torch.no_grad()
