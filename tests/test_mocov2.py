@@ -216,3 +216,34 @@ def test_queue_is_saved_in_and_restored_from_a_checkpoint(tmp_path: Path) -> Non
     restored.load_state_dict(state)
     assert torch.equal(restored.queue.negatives(), method.queue.negatives())
     assert int(restored.queue.ptr) == 8
+
+
+def _two_process_worker(process_rank: int, out_dir: Path) -> None:
+    from tests.test_distributed_methods import train_steps
+
+    torch.save(train_steps("mocov2", process_rank), out_dir / f"rank{process_rank}.pt")
+
+
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    # The shared 2-process test skips this comparison for MoCo: two calls of its step on the
+    # same batch differ because the first call's keys enter the queue, which it takes for
+    # randomness of its own. Here the queue, losses and gradients are compared directly.
+    from tests.conftest import spawn_ranks
+    from tests.test_distributed_methods import CLOSE, STEPS, TIMEOUT_S, WORLD_SIZE, train_steps
+
+    spawn_ranks(_two_process_worker, WORLD_SIZE, tmp_path, TIMEOUT_S)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
+    single = train_steps("mocov2")
+    for step in range(STEPS):
+        mean_loss = torch.stack([r["losses"][step] for r in ranks]).mean()
+        torch.testing.assert_close(mean_loss, single["losses"][step], **CLOSE)
+        for result in ranks:
+            assert result["gradients"][step].keys() == single["gradients"][step].keys()
+            for key, value in single["gradients"][step].items():
+                torch.testing.assert_close(result["gradients"][step][key], value, **CLOSE)
+    for result in ranks:
+        assert result["state"].keys() == single["state"].keys()
+        for key, value in single["state"].items():
+            torch.testing.assert_close(result["state"][key], value, **CLOSE)
+    # 3 steps of 12 keys in a queue of 48: slots 0-35 hold this run's keys, in rank order.
+    assert int(single["state"]["queue.ptr"]) == 36
