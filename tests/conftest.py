@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import re
+import runpy
 import shutil
 import socket
 import subprocess
@@ -241,6 +242,47 @@ def run_in_process(capfd: pytest.CaptureFixture[str]) -> Callable[..., subproces
         args: Sequence[str | Path], cwd: Path, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess:
         return run_console_script(args, cwd, env, capfd)
+
+    return run
+
+
+#: The studies' folder: benchmark scripts the tests run with ``run_script``.
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture
+def run_script(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """``run_script(path, *args) -> (exit status, stdout, stderr)`` of ``experiments/<path>``,
+    run as ``__main__`` in this process (``runpy``: no new interpreter and its seconds of
+    imports), a ``SystemExit`` giving the status and message the interpreter would; the search
+    path, the modules the script imported from experiments/ and torch's thread count are
+    restored afterwards."""
+
+    def run(script: str, *args: str) -> tuple[int, str, str]:
+        path = EXPERIMENTS / script
+        monkeypatch.setattr(sys, "argv", [str(path), *args])
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        modules, threads = set(sys.modules), torch.get_num_threads()
+        status = 0
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as exit_:
+            if exit_.code is None or isinstance(exit_.code, int):
+                status = exit_.code or 0
+            else:  # a message, which the interpreter would print to stderr
+                print(exit_.code, file=sys.stderr)
+                status = 1
+        finally:
+            torch.set_num_threads(threads)
+            for name in set(sys.modules) - modules:
+                if (getattr(sys.modules[name], "__file__", None) or "").startswith(
+                    str(EXPERIMENTS)
+                ):
+                    del sys.modules[name]
+        out, err = capsys.readouterr()
+        return status, out, err
 
     return run
 

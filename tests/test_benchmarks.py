@@ -1,53 +1,20 @@
 """The throughput scripts under experiments/ keep working (tiny step counts, on the CPU).
 
-Each script runs as ``__main__`` in this process (``runpy``), which spares the 6 s of imports a
-new interpreter would spend before the first step."""
+Each script runs as ``__main__`` in this process (``run_script`` in conftest.py), which spares
+the 6 s of imports a new interpreter would spend before the first step."""
 
 from __future__ import annotations
 
 import json
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "throughput"
-
-
-@pytest.fixture
-def run_script(monkeypatch, capsys):
-    """``run_script(name, *args) -> (exit status, stdout, stderr)`` of experiments/throughput/<name>;
-    the search path, the modules the script imports from its folder and torch's thread count are
-    restored afterwards."""
-
-    def run(script: str, *args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", [str(EXPERIMENTS / script), *args])
-        monkeypatch.setattr(sys, "path", list(sys.path))
-        modules, threads = set(sys.modules), torch.get_num_threads()
-        status = 0
-        try:
-            runpy.run_path(str(EXPERIMENTS / script), run_name="__main__")
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
-        finally:
-            torch.set_num_threads(threads)
-            for name in set(sys.modules) - modules:
-                if (getattr(sys.modules[name], "__file__", None) or "").startswith(
-                    str(EXPERIMENTS)
-                ):
-                    del sys.modules[name]
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 @pytest.mark.integration
 def test_gpu_script_runs_on_the_cpu(run_script):
     status, out, err = run_script(
-        "gpu_throughput.py", "--cpu", "--steps", "1", "--warmup", "1", "--batch", "8"
+        "throughput/gpu_throughput.py", "--cpu", "--steps", "1", "--warmup", "1", "--batch", "8"
     )
     assert status == 0, err[-3000:]
     for preset in ("simclr_resnet18_cifar10", "byol_resnet18_cifar10"):
@@ -56,7 +23,7 @@ def test_gpu_script_runs_on_the_cpu(run_script):
 
 def test_gpu_script_asks_for_cpu_without_a_gpu(run_script, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    status, _, err = run_script("gpu_throughput.py")
+    status, _, err = run_script("throughput/gpu_throughput.py")
     assert status == 2 and "pass --cpu" in err
 
 
@@ -64,7 +31,7 @@ def test_gpu_script_asks_for_cpu_without_a_gpu(run_script, monkeypatch):
 def test_throughput_benchmark_prints_every_row(run_script, tmp_path):
     figures = tmp_path / "figures.json"
     status, out, err = run_script(
-        "bench_throughput.py",
+        "throughput/bench_throughput.py",
         *("--steps", "1", "--warmup", "1", "--batch", "8", "--aug-seconds", "0.05"),
         *("--rounds", "2"),
         *("--backends", "batched", "--precisions", "bf16-mixed", "--json", str(figures)),

@@ -25,8 +25,9 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -36,6 +37,7 @@ from hydra import compose, initialize_config_dir
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
+from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
@@ -44,6 +46,7 @@ from sslkit.build import build_datamodule, build_method
 from sslkit.config import config_dir, register_configs
 from sslkit.data import FashionMNIST, SyntheticShapes
 from sslkit.losses import info_nce
+from sslkit.methods.base import SSLMethod
 from sslkit.models import ResNet
 
 PRESET = "simclr_resnet18_fashion_mnist"
@@ -62,10 +65,15 @@ def fashion_mnist_or_synthetic(num_train: int):
 
 
 class Timer(pl.Callback):
-    """Wall time from the end of the warmup steps to the end of the last step."""
+    """Wall time from the end of the warmup steps (from the start of training without any) to
+    the end of the last step."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.start, self.stop, self.steps = warmup, 0.0, 0.0, 0
+
+    def on_train_start(self, trainer, module) -> None:
+        if not self.warmup:
+            self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 == self.warmup:
@@ -74,36 +82,56 @@ class Timer(pl.Callback):
             self.stop, self.steps = time.perf_counter(), self.steps + 1
 
 
+def compose_preset(preset: str, batch: int, overrides: Sequence[str] = ()) -> DictConfig:
+    """The train config of ``preset`` at batch ``batch`` with ``overrides``, as sslkit-train
+    composes it."""
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[f"experiment={preset}", f"data.batch_size={batch}", *overrides],
+        )
+
+
+def fit_preset(
+    cfg: DictConfig,
+    callbacks: Sequence[pl.Callback] = (),
+    datamodule: pl.LightningDataModule | None = None,
+    **trainer_args: Any,
+) -> tuple[SSLMethod, pl.LightningDataModule]:
+    """The method of ``cfg`` trained through Lightning from seed 0, on ``datamodule`` (the
+    config's own when None) for ``cfg.trainer.max_epochs`` unless ``trainer_args`` say otherwise;
+    without validation, logger or checkpoints, so that only training is timed."""
+    pl.seed_everything(0, verbose=False)
+    if datamodule is None:
+        datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    method = build_method(cfg, datamodule)
+    settings = {
+        "accelerator": cfg.trainer.accelerator,
+        "devices": 1,
+        "benchmark": cfg.trainer.get("benchmark"),
+        "precision": cfg.trainer.precision,
+        "max_epochs": cfg.trainer.max_epochs,
+        "limit_val_batches": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "callbacks": list(callbacks),
+    }
+    trainer = pl.Trainer(**(settings | trainer_args))
+    trainer.fit(method, datamodule=datamodule)
+    return method, datamodule
+
+
 def sslkit_end_to_end(
     overrides: list[str], steps: int, warmup: int, batch: int, preset: str = PRESET
 ) -> float:
     """Pairs/s of a preset through Lightning (data, views, step, optimiser, logging)."""
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"experiment={preset}", f"data.batch_size={batch}", *overrides],
-        )
-    pl.seed_everything(0, verbose=False)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    method = build_method(cfg, datamodule)
     timer = Timer(warmup)
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        benchmark=cfg.trainer.get("benchmark"),
-        precision=cfg.trainer.precision,
-        max_epochs=1,
-        limit_train_batches=warmup + steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
-    trainer.fit(method, datamodule=datamodule)
+    cfg = compose_preset(preset, batch, overrides)
+    fit_preset(cfg, [timer], max_epochs=1, limit_train_batches=warmup + steps)
     return batch * timer.steps / (timer.stop - timer.start)
 
 
