@@ -94,7 +94,9 @@ def parameter_groups(
     """Split parameters into a decayed group and one without decay for biases and norm layers.
 
     Decaying BatchNorm scales and biases hurts SSL training, and LARS skips its trust-ratio
-    scaling for groups whose weight decay is zero, which is what those parameters need.
+    scaling for groups whose weight decay is zero, which is what those parameters need. A
+    module may name more parameters to exempt with a ``no_weight_decay()`` method returning
+    their names relative to it (timm's convention: a ViT's position embeddings and class token).
 
     Args:
         modules: the modules whose trainable parameters are grouped (each parameter once).
@@ -105,12 +107,24 @@ def parameter_groups(
     skipped = {id(param) for param in skip}
     decay, no_decay = [], []
     for module in modules:
+        exempt = _exempt_from_decay(module)
         for param in module.parameters():
             if not param.requires_grad or id(param) in skipped:
                 continue
             skipped.add(id(param))
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            (no_decay if param.ndim <= 1 or id(param) in exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay, **settings}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, **settings})
     return groups
+
+
+def _exempt_from_decay(module: nn.Module) -> set[int]:
+    """Ids of the parameters that ``module`` or any submodule names in ``no_weight_decay()``."""
+    exempt = set()
+    for submodule in module.modules():
+        names = getattr(submodule, "no_weight_decay", None)
+        if callable(names):
+            parameters = dict(submodule.named_parameters())
+            exempt.update(id(parameters[n]) for n in names() if n in parameters)
+    return exempt

@@ -1,0 +1,113 @@
+"""Vision transformers from timm as sslkit backbones (random weights, nothing downloaded)."""
+
+from __future__ import annotations
+
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+from sslkit.models.backbones import Backbone, _check_in_channels
+
+POOLS = ("cls", "mean")
+
+
+class ViT(Backbone):
+    """timm's ``VisionTransformer`` with the ``Backbone`` contract.
+
+    The input is cut into ``patch_size`` patches, each a token of width ``embed_dim``, behind a
+    class token; ``depth`` pre-norm blocks of ``num_heads`` heads follow. ``forward_spatial``
+    gives the patch tokens as a map ``(B, embed_dim, H / patch_size, W / patch_size)`` (the
+    decoders' input); the pooled features (``forward``) are the class token or the mean of the
+    patch tokens (``pool``), after the final norm. Inputs of any size that ``patch_size``
+    divides are taken: the position embeddings, learnt for an ``image_size`` grid, are
+    resampled to the input's grid (bicubic, timm's ``resample_abs_pos_embed``), so local crops
+    of multi-crop views need no second model. Position embeddings and the class token are
+    exempt from weight decay, as norms and biases are (timm's ``no_weight_decay()`` names them;
+    ``sslkit.optim.parameter_groups`` reads it).
+
+    Args:
+        in_channels: channels of the input images (set by the builders from the data).
+        image_size: the side of the grid the position embeddings are learnt for; the views'
+            size (``data.input_size``) is what a run trains on.
+        patch_size: side of a square patch; must divide the input's height and width.
+        embed_dim: token width, the pooled feature size (192 tiny, 384 small, 768 base).
+        depth: number of transformer blocks.
+        num_heads: attention heads per block; must divide ``embed_dim``.
+        mlp_ratio: hidden width of each block's MLP over ``embed_dim``.
+        pool: ``"cls"`` (the class token) or ``"mean"`` (the mean of the patch tokens).
+        drop_path_rate: stochastic depth rate of the last block (0 turns it off).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        pool: str = "cls",
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_in_channels(in_channels)
+        if pool not in POOLS:
+            raise ValueError(f"backbone.pool must be one of {POOLS}, got {pool!r}.")
+        for key, value in (("patch_size", patch_size), ("image_size", image_size)):
+            if value < 1:
+                raise ValueError(f"backbone.{key} must be >= 1, got {value}.")
+        if image_size % patch_size:
+            raise ValueError(
+                f"backbone.patch_size={patch_size} does not divide backbone.image_size="
+                f"{image_size}; pick a patch size that divides it."
+            )
+        if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads:
+            raise ValueError(
+                f"backbone.num_heads={num_heads} must divide backbone.embed_dim={embed_dim} "
+                "(each head takes an equal slice of the token)."
+            )
+        self.model = VisionTransformer(
+            img_size=image_size,
+            patch_size=patch_size,
+            in_chans=in_channels,
+            num_classes=0,
+            global_pool="token",
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+            dynamic_img_size=True,
+        )
+        self.in_channels = in_channels
+        self.feature_dim = embed_dim
+        self.output_stride = patch_size
+        self.patch_size = patch_size
+        self.pool_mode = pool
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """Every token after the final norm, ``(B, 1 + H / p * W / p, embed_dim)``: the class
+        token first, then the patches row by row."""
+        height, width = x.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"backbone.patch_size={self.patch_size} does not divide the {height}x{width} "
+                "input; pick a patch size that divides data.input_size (e.g. 4 or 7 at 28 px, "
+                "4 or 8 at 32 px) or set data.input_size to a multiple of it."
+            )
+        return self.model.forward_features(x)
+
+    def _patch_map(self, tokens: Tensor, height: int, width: int) -> Tensor:
+        patches = tokens[:, self.model.num_prefix_tokens :]
+        grid = (height // self.patch_size, width // self.patch_size)
+        return patches.transpose(1, 2).reshape(tokens.shape[0], self.feature_dim, *grid)
+
+    def forward_spatial(self, x: Tensor) -> Tensor:
+        return self._patch_map(self.tokens(x), *x.shape[-2:])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pooled features ``(B, embed_dim)``: the class token or the patch tokens' mean."""
+        tokens = self.tokens(x)
+        if self.pool_mode == "cls":
+            return tokens[:, 0]
+        return tokens[:, self.model.num_prefix_tokens :].mean(dim=1)
