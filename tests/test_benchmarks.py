@@ -6,6 +6,7 @@ the 6 s of imports a new interpreter would spend before the first step."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -17,8 +18,10 @@ def test_gpu_script_runs_on_the_cpu(run_script):
         "throughput/gpu_throughput.py", "--cpu", "--steps", "1", "--warmup", "1", "--batch", "8"
     )
     assert status == 0, err[-3000:]
-    for preset in ("simclr_resnet18_cifar10", "byol_resnet18_cifar10"):
-        assert f"{preset}: " in out and "pairs/s" in out
+    methods = ("simclr", "byol", "supcon", "mocov2", "simsiam", "barlowtwins", "vicreg", "nnclr")
+    for method in methods:
+        assert re.search(rf"^{method} \(\S+_resnet18_\S+.*\): [\d,]+ pairs/s, CPU$", out, re.M), out
+    assert "mocov2 (mocov2_resnet18_fashion_mnist backbone=resnet18 method.queue_size=32)" in out
 
 
 def test_gpu_script_asks_for_cpu_without_a_gpu(run_script, monkeypatch):

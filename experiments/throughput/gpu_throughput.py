@@ -1,14 +1,17 @@
-"""SimCLR and BYOL ResNet-18 on CIFAR-10-shaped data on one GPU: pairs/s and peak memory.
+"""Every two-view method on ResNet-18 and CIFAR-10-shaped data on one GPU: pairs/s and peak memory.
 
-The CIFAR-10 presets (`simclr_resnet18_cifar10`, `byol_resnet18_cifar10`) with the batched views
-on the device and bf16 autocast, on in-memory 32 px RGB images (the synthetic shapes, so no
-download is needed), batch 512, for a fixed number of optimiser steps after a warmup.
+SimCLR and BYOL run their CIFAR-10 presets (`simclr_resnet18_cifar10`, `byol_resnet18_cifar10`);
+the methods without one run their Fashion-MNIST recipe (`<method>_resnet18_fashion_mnist`: heads,
+loss, optimiser) with the CIFAR stem (`backbone=resnet18`), and SupCon is SimCLR's CIFAR-10 preset
+with `method.positives=labels`. All of them with the batched views on the device and bf16
+autocast, on in-memory 32 px RGB images (the synthetic shapes, so no download is needed), batch
+512, for a fixed number of optimiser steps after a warmup.
 
     python experiments/throughput/gpu_throughput.py                  # on a GPU
     python experiments/throughput/gpu_throughput.py --cpu --steps 2 --warmup 1 --batch 16
 
 The second line runs the same path on the CPU in seconds (the test suite does, so the script
-keeps working on machines without a GPU).
+keeps working on machines without a GPU); there the queues and support sets hold four batches.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_throughput import sslkit_end_to_end  # noqa: E402
 
-PRESETS = ("simclr_resnet18_cifar10", "byol_resnet18_cifar10")
+#: Method -> its preset and the overrides that put it on the CIFAR-10 stem and data.
+PRESETS = {
+    "simclr": ("simclr_resnet18_cifar10", []),
+    "byol": ("byol_resnet18_cifar10", []),
+    "supcon": ("simclr_resnet18_cifar10", ["method.positives=labels"]),
+    **{
+        method: (f"{method}_resnet18_fashion_mnist", ["backbone=resnet18"])
+        for method in ("mocov2", "simsiam", "barlowtwins", "vicreg", "nnclr")
+    },
+}
+#: The method key of a bank of past embeddings, which a CPU smoke run's few images must fill.
+BANKS = {"mocov2": "queue_size", "nnclr": "support_set_size"}
 
 
 def main() -> None:
@@ -31,6 +45,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (a smoke test)")
+    parser.add_argument("--methods", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     args = parser.parse_args()
     if not args.cpu and not torch.cuda.is_available():
         parser.error(
@@ -49,18 +64,21 @@ def main() -> None:
     device = ["trainer=cpu"] if args.cpu else ["trainer=gpu", "trainer.devices=1"]
     name = "CPU" if args.cpu else torch.cuda.get_device_name()
     print(f"{name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}; bf16")
-    for preset in PRESETS:
+    for method in args.methods:
+        preset, overrides = PRESETS[method]
+        if args.cpu and method in BANKS:
+            overrides = [*overrides, f"method.{BANKS[method]}={4 * args.batch}"]
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         rate = sslkit_end_to_end(
-            [*device, *data], args.steps, args.warmup, args.batch, preset=preset
+            [*device, *data, *overrides], args.steps, args.warmup, args.batch, preset=preset
         )
         memory = (
             f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB peak"
             if torch.cuda.is_available() and not args.cpu
             else "CPU"
         )
-        print(f"{preset}: {rate:,.0f} pairs/s, {memory}")
+        print(f"{method} ({' '.join([preset, *overrides])}): {rate:,.0f} pairs/s, {memory}")
 
 
 if __name__ == "__main__":
