@@ -45,6 +45,7 @@ BACKBONES = sorted(path.stem for path in (CONF / "backbone").glob("*.yaml"))
 PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 
 
+@pytest.mark.integration  # 26 presets x 9 backbones: about 45 s of composing, in make test only
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_2d_backbone_composes_with_every_image_preset(preset: str) -> None:
     if _preset_dims(preset) != 2:

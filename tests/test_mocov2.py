@@ -224,6 +224,7 @@ def _two_process_worker(process_rank: int, out_dir: Path) -> None:
     torch.save(train_steps("mocov2", process_rank), out_dir / f"rank{process_rank}.pt")
 
 
+@pytest.mark.integration  # starts two processes
 def test_two_processes_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
     # The shared 2-process test skips this comparison for MoCo: two calls of its step on the
     # same batch differ because the first call's keys enter the queue, which it takes for
