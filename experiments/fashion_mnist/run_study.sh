@@ -2,7 +2,9 @@
 # The Fashion-MNIST study (README.md beside this file): every row of rows.txt, each a preset as shipped (ResNet-18,
 # batch 256, 10 epochs over the 60k training images, seed 0), the same evaluation on the 10k test
 # images with low-shot linear probes (1 % and 10 % of the training labels), one row after another.
-#   bash experiments/fashion_mnist/run_study.sh [out_dir] [extra overrides for every row...]
+#   bash experiments/fashion_mnist/run_study.sh [--rows a,b,...] [out_dir] [extra overrides for every row...]
+# --rows runs only the named rows of rows.txt (in rows.txt's order); a name not in rows.txt stops
+# the study before anything runs.
 # out_dir defaults to $SSLKIT_STUDY_DIR, else ~/sslkit_runs/fashion_mnist_study: outside the checkout,
 # so that a fresh clone or `git clean` does not lose hours of finished rows.
 # A row whose results.json exists is skipped, so an interrupted study continues where it stopped
@@ -11,6 +13,18 @@
 # Times only mean something when nothing else runs on the machine; `touch <out_dir>/PAUSE` holds the
 # study before its next row until the file is removed.
 set -euo pipefail
+rows_file="$(dirname "$0")/rows.txt"
+only=""
+if [[ ${1:-} == --rows ]]; then
+  only=",${2:?--rows needs a comma-separated list of row names},"
+  shift 2
+  for want in ${only//,/ }; do
+    if ! grep -Eq "^$want[[:space:]]*\|" "$rows_file"; then
+      echo "run_study.sh: no row '$want' in $rows_file" >&2
+      exit 2
+    fi
+  done
+fi
 out=${1:-${SSLKIT_STUDY_DIR:-$HOME/sslkit_runs/fashion_mnist_study}}
 shift || true
 failed=()  # a failed row does not stop the others; the study exits non-zero at the end
@@ -38,7 +52,8 @@ run_row() {  # run_row <name> <overrides...> | run_row <name> eval <row> <overri
 while IFS='|' read -r name _label how; do
   name=${name// /}
   [[ -z $name || $name == \#* ]] && continue
+  [[ -n $only && $only != *",$name,"* ]] && continue
   read -r -a overrides <<<"$how"
   run_row "$name" "${overrides[@]}"
-done <"$(dirname "$0")/rows.txt"
+done <"$rows_file"
 if ((${#failed[@]})); then echo "failed rows: ${failed[*]}" >&2; exit 1; fi
