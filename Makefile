@@ -18,7 +18,7 @@ demo: $(INSTALLED)
 
 ## The test suite (fast tests; slow ones with `make test-slow`).
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 ## Unit and contract tests only: no pretraining, evaluation or other process (< 2 min on 2 CPUs).
 test-fast: $(INSTALLED)

@@ -462,3 +462,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ]
         if any(reaches(function) for function in (item.function, *fixtures)):
             item.add_marker(INTEGRATION)
+    _group_module_fixtures(items)
+
+
+# ------------------------------------------------------------------ two workers (pytest-xdist)
+#
+# `make test` runs the suite on two worker processes (`-n 2 --dist loadgroup`), each with one
+# torch thread, so two tests share the 2 cores instead of one test's two threads idling in
+# Python code. A module-scoped fixture (e.g. the two-process runs of every method) would be
+# computed by each worker that gets one of its tests, so its tests stay on one worker.
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # also for the commands a test starts
+    torch.set_num_threads(1)
+
+
+def _group_module_fixtures(items: list[pytest.Item]) -> None:
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        scopes = {d.scope for defs in info.name2fixturedefs.values() for d in defs}
+        if "module" in scopes or "class" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -158,9 +158,10 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, 
     ("content", "match"),
     [
         (b"this is not gzip", "Cannot read"),
-        (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abc"), "truncated"),
-        (gzip.compress(b"\x00\x00\x0d\x01\x00\x00\x00\x01a"), "not an idx file"),
+        (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abc", mtime=0), "truncated"),
+        (gzip.compress(b"\x00\x00\x0d\x01\x00\x00\x00\x01a", mtime=0), "not an idx file"),
     ],
+    ids=["not-gzip", "truncated", "not-idx"],  # the same ids in every worker process
 )
 def test_corrupt_idx_files_name_the_file(tmp_path, monkeypatch, content, match):
     monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
