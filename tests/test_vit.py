@@ -96,3 +96,33 @@ def test_a_patch_size_that_does_not_divide_the_input_stops_with_a_message(side: 
 def test_bad_settings_stop_with_a_message(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_vit(**kwargs)
+
+
+def test_a_frozen_patch_projection_gets_no_gradient_and_stays_out_of_the_optimiser() -> None:
+    backbone = tiny_vit(freeze_patch_embed=True).train()
+    before = backbone.model.patch_embed.proj.weight.clone()
+    method = SimCLR(backbone, optimizer=partial(torch.optim.SGD, lr=0.1), batch_size=4)
+    views = [torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)]
+    method.training_step((views, torch.zeros(4, dtype=torch.long)), 0).backward()
+    assert backbone.model.patch_embed.proj.weight.grad is None
+    assert backbone.model.pos_embed.grad.abs().sum() > 0
+    optimised = {id(p) for group in parameter_groups([backbone], 0.05) for p in group["params"]}
+    assert id(backbone.model.patch_embed.proj.weight) not in optimised
+    torch.testing.assert_close(backbone.model.patch_embed.proj.weight, before)
+
+
+def test_attention_maps_are_the_last_blocks_class_token_attention() -> None:
+    backbone = tiny_vit()
+    x = torch.randn(2, 3, 16, 16)
+    maps = backbone.attention_maps(x)
+    assert maps.shape == (2, 3, 4, 4)
+    # timm's own attention weights, caught after its softmax (the unfused path).
+    last = backbone.model.blocks[-1].attn
+    last.fused_attn = False
+    caught = []
+    handle = last.attn_drop.register_forward_hook(lambda m, i, o: caught.append(o))
+    backbone(x)
+    handle.remove()
+    expected = caught[0][:, :, 0, 1:].reshape(2, 3, 4, 4)
+    torch.testing.assert_close(maps, expected)
+    assert (maps.sum(dim=(2, 3)) < 1).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
@@ -35,6 +36,8 @@ class ViT(Backbone):
         mlp_ratio: hidden width of each block's MLP over ``embed_dim``.
         pool: ``"cls"`` (the class token) or ``"mean"`` (the mean of the patch tokens).
         drop_path_rate: stochastic depth rate of the last block (0 turns it off).
+        freeze_patch_embed: keep the patch projection at its random initialisation (no
+            gradient, so no update and no weight decay): MoCo v3's recipe for a stable ViT.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class ViT(Backbone):
         mlp_ratio: float = 4.0,
         pool: str = "cls",
         drop_path_rate: float = 0.0,
+        freeze_patch_embed: bool = False,
     ) -> None:
         super().__init__()
         _check_in_channels(in_channels)
@@ -79,6 +83,8 @@ class ViT(Backbone):
             drop_path_rate=drop_path_rate,
             dynamic_img_size=True,
         )
+        if freeze_patch_embed:
+            self.model.patch_embed.requires_grad_(False)
         self.in_channels = in_channels
         self.feature_dim = embed_dim
         self.output_stride = patch_size
@@ -88,6 +94,9 @@ class ViT(Backbone):
     def tokens(self, x: Tensor) -> Tensor:
         """Every token after the final norm, ``(B, 1 + H / p * W / p, embed_dim)``: the class
         token first, then the patches row by row."""
+        return self.model.forward_features(self._checked(x))
+
+    def _checked(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(
@@ -95,7 +104,7 @@ class ViT(Backbone):
                 "input; pick a patch size that divides data.input_size (e.g. 4 or 7 at 28 px, "
                 "4 or 8 at 32 px) or set data.input_size to a multiple of it."
             )
-        return self.model.forward_features(x)
+        return x
 
     def _patch_map(self, tokens: Tensor, height: int, width: int) -> Tensor:
         patches = tokens[:, self.model.num_prefix_tokens :]
@@ -104,6 +113,50 @@ class ViT(Backbone):
 
     def forward_spatial(self, x: Tensor) -> Tensor:
         return self._patch_map(self.tokens(x), *x.shape[-2:])
+
+    def export(self) -> tuple[dict[str, Tensor], dict[str, object]]:
+        """timm's keys: loads strictly into ``timm.create_model`` of the ``kwargs`` given
+        (``vit_*`` of this width, depth, heads, patch and grid, ``num_classes=0``); with
+        ``global_pool`` set to this backbone's pooling, its output is these pooled features."""
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        model = self.model
+        return state, {
+            "library": "timm",
+            "constructor": "timm.models.vision_transformer.VisionTransformer",
+            "kwargs": {
+                "img_size": model.patch_embed.img_size[0],
+                "patch_size": self.patch_size,
+                "in_chans": self.in_channels,
+                "num_classes": 0,
+                "global_pool": "token" if self.pool_mode == "cls" else "avg",
+                "fc_norm": False,  # the final norm on every token, before pooling (as here)
+                "embed_dim": self.feature_dim,
+                "depth": len(model.blocks),
+                "num_heads": model.blocks[0].attn.num_heads,
+                "mlp_ratio": model.blocks[0].mlp.fc1.out_features / self.feature_dim,
+                "dynamic_img_size": True,
+            },
+            "changes": [],
+        }
+
+    @torch.no_grad()
+    def attention_maps(self, x: Tensor) -> Tensor:
+        """The last block's attention of the class token to every patch, per head:
+        ``(B, num_heads, H / patch_size, W / patch_size)``, each head's map summing to at most
+        1 (the rest is the class token's attention to itself). What DINO shows of a ViT."""
+        model = self.model
+        tokens = model.norm_pre(model._pos_embed(model.patch_embed(self._checked(x))))
+        for block in model.blocks[:-1]:
+            tokens = block(tokens)
+        last = model.blocks[-1]
+        attn = last.attn
+        batch, count, _ = tokens.shape
+        qkv = attn.qkv(last.norm1(tokens)).reshape(batch, count, 3, attn.num_heads, -1)
+        q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        weights = ((attn.q_norm(q) * attn.scale) @ attn.k_norm(k).transpose(-2, -1)).softmax(-1)
+        patches = weights[:, :, 0, model.num_prefix_tokens :]
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        return patches.reshape(batch, attn.num_heads, *grid)
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, embed_dim)``: the class token or the patch tokens' mean."""
