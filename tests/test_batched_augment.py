@@ -32,13 +32,16 @@ def _spec(**kwargs):
     return simclr_views(image_size=28, **RGB, **kwargs).specs[0]
 
 
-@pytest.mark.parametrize(("height", "width", "min_scale"), [(28, 28, 0.08), (32, 48, 0.3)])
-def test_crop_area_and_aspect_ratio_follow_torchvision(height, width, min_scale):
+@pytest.mark.parametrize(
+    ("height", "width", "scale"),
+    [(28, 28, (0.08, 1.0)), (32, 48, (0.3, 1.0)), (28, 28, (0.05, 0.4))],  # the last: local crops
+)
+def test_crop_area_and_aspect_ratio_follow_torchvision(height, width, scale):
     torch.manual_seed(0)
-    ours = sample_crops(N, height, width, (min_scale, 1.0))
+    ours = sample_crops(N, height, width, scale)
     image = torch.zeros(1, height, width)
     theirs = torch.tensor(
-        [T.RandomResizedCrop.get_params(image, (min_scale, 1.0), (3 / 4, 4 / 3)) for _ in range(N)],
+        [T.RandomResizedCrop.get_params(image, scale, (3 / 4, 4 / 3)) for _ in range(N)],
         dtype=torch.float32,
     )
     for boxes in (ours, theirs):

@@ -28,12 +28,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed as dist
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from sslkit.methods.base import SSLMethod
 from sslkit.models import ConvNet
+from sslkit.models.vit import ViT
 from tests.conftest import compose_config, method_names, presets_of, spawn_ranks, tiny_overrides
 
 WORLD_SIZE = 2
@@ -74,9 +75,12 @@ def build(name: str, process_rank: int = 0, world_size: int = 1) -> SSLMethod:
     """The method around a tiny backbone, attached to a stand-in trainer that gives its hooks
     the process's rank and the run's length."""
     torch.manual_seed(0)
+    backbone = ConvNet(in_channels=3, widths=[4, 8])
+    if not isinstance(backbone, get_class(method_config(name)._target_).backbone_kind):
+        backbone = ViT(image_size=8, patch_size=4, embed_dim=12, depth=1, num_heads=3)  # MAE
     method = instantiate(
         method_config(name),
-        backbone=ConvNet(in_channels=3, widths=[4, 8]),
+        backbone=backbone,
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=NUM_CLASSES,
         batch_size=PER_RANK,

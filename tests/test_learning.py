@@ -139,7 +139,23 @@ def test_every_preset_without_a_guard_says_why() -> None:
             assert preset_comment(preset, "guard") is None, f"{preset}: both guard and no-guard"
 
 
-@pytest.mark.parametrize("method", method_names())
+#: Methods whose presets do not learn yet, so none can carry a guard: a known gap, not a pass.
+#: Strict: once a preset of one learns and gets its guard, this test fails until it leaves the list.
+NOT_LEARNING_YET = {
+    "swav": "swav_convnet_synthetic ends at raw pixels' kNN@20 (experiments/synthetic)",
+    "mae": "mae_vit_synthetic's kNN@20 equals its random init (experiments/synthetic)",
+}
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(m, marks=pytest.mark.xfail(reason=NOT_LEARNING_YET[m], strict=True))
+        if m in NOT_LEARNING_YET
+        else m
+        for m in method_names()
+    ],
+)
 def test_every_method_has_a_learning_guard(method: str) -> None:
     assert set(presets_of(method)) & set(GUARDED), (
         f"no preset of {method} on generated data has a learning guard: every one says "

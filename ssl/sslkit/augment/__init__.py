@@ -14,6 +14,7 @@ from sslkit.augment.views import (
     byol_views,
     eval_transform,
     image_mode,
+    multicrop_views,
     no_views,
     simclr_views,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "clip_views",
     "eval_transform",
     "image_mode",
+    "multicrop_views",
     "no_views",
     "simclr_views",
     "simclr_volume_views",

@@ -37,7 +37,9 @@ class ViewSpec:
     """The distribution of one augmented view; the PIL and batched paths both read it.
 
     Colour-jitter amplitudes are torchvision's (factors drawn from ``[max(0, 1 - a), 1 + a]``,
-    hue shifts from ``[-hue, hue]``); probabilities are per image.
+    hue shifts from ``[-hue, hue]``); probabilities are per image. The crop's area is a fraction
+    in ``[min_scale, max_scale]`` of the image's; ``size`` is the view's side in pixels (None:
+    the recipe's ``image_size``), so multi-crop's local crops are views of a smaller size.
     """
 
     min_scale: float
@@ -54,6 +56,8 @@ class ViewSpec:
     vf_prob: float
     rr_prob: float
     rr_degrees: float | tuple[float, float] | None
+    max_scale: float = 1.0
+    size: int | None = None
 
 
 @dataclass
@@ -153,7 +157,7 @@ def sample_view(
     blur = _coin(n, spec.blur_prob, generator)
     sigma = _uniform(n, *spec.sigmas, generator).float()
     return ViewParams(
-        boxes=sample_crops(n, height, width, (spec.min_scale, 1.0), generator),
+        boxes=sample_crops(n, height, width, (spec.min_scale, spec.max_scale), generator),
         hflip=_coin(n, spec.hf_prob, generator),
         vflip=_coin(n, spec.vf_prob, generator),
         angle=torch.where(rotate, angle, 0.0),

@@ -13,6 +13,7 @@ or ``pil``. Hydra configs hold the factories as partials with only the tunable k
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from lightly.transforms import BYOLView1Transform
 from PIL import Image
 from torch import Tensor
+from torchvision import transforms as transforms_v1
 from torchvision.transforms import v2 as T
 
 from sslkit.augment.batched import ViewSpec, render_view, sample_view
@@ -169,7 +171,7 @@ class Views:
             )
         # lightly multiplies each amplitude by cj_strength; the spec holds the products.
         view = BYOLView1Transform(
-            input_size=self.image_size,
+            input_size=self.size_of(spec),
             cj_prob=spec.cj_prob,
             cj_strength=1.0,
             cj_bright=spec.brightness,
@@ -187,7 +189,25 @@ class Views:
             rr_degrees=spec.rr_degrees,
             normalize={"mean": self.mean, "std": self.std},
         )
+        if spec.max_scale < 1.0:  # lightly's view crops up to the whole image; cap the area
+            kinds = (T.RandomResizedCrop, transforms_v1.RandomResizedCrop)
+            crops = [t for t in view.transform.transforms if isinstance(t, kinds)]
+            if len(crops) != 1:
+                raise RuntimeError(
+                    "lightly's view transform no longer holds one RandomResizedCrop; the "
+                    "crop's max_scale cannot be set on the PIL path."
+                )
+            crops[0].scale = (spec.min_scale, spec.max_scale)
         return T.Compose([mode, view])
+
+    def size_of(self, spec: ViewSpec | None) -> int:
+        """The side in pixels of the view ``spec`` makes: its own ``size``, else the recipe's."""
+        return self.image_size if spec is None or spec.size is None else spec.size
+
+    @property
+    def sizes(self) -> list[int]:
+        """The side of every view, in order (multi-crop: the global crops', then the local)."""
+        return [self.size_of(spec) for spec in self.specs]
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -215,7 +235,7 @@ class Views:
                     view = F.interpolate(view, size=size, mode="bilinear", antialias=True)
             else:
                 params = sample_view(spec, n, height, width, generator)
-                view = render_view(images, params, self.image_size)
+                view = render_view(images, params, self.size_of(spec))
             views.append(view.sub_(mean).div_(std))
         return views
 
@@ -319,6 +339,89 @@ def byol_views(
         )
         for i in range(2)
     ]
+    return Views(specs, **_geometry(image_size, mean, std, in_channels), backend=backend)
+
+
+@configurable(
+    runtime=VIEW_ARGS,
+    exclude=("min_scale", "sigmas", "suffix"),
+    shared=f"{__name__}.view_spec",
+)
+def multicrop_views(
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_channels: int,
+    global_crops: int = 2,
+    local_crops: int = 6,
+    local_size: int | None = None,
+    global_scale: Sequence[float] = (0.4, 1.0),
+    local_scale: Sequence[float] = (0.05, 0.4),
+    cj_strength: float = 0.5,
+    cj_bright: float = 0.8,
+    cj_contrast: float = 0.8,
+    cj_sat: float = 0.4,
+    cj_hue: float = 0.2,
+    gaussian_blur: Sequence[float] = (1.0, 0.1, 0.5),
+    solarization: Sequence[float] = (0.0, 0.2, 0.0),
+    backend: str = "auto",
+    **shared: Any,
+) -> Views:
+    """Multi-crop views (SwAV, DINO): ``global_crops`` crops at the input size and
+    ``local_crops`` smaller crops of ``local_size`` pixels, each crop's area drawn from its own
+    range (``global_scale``, ``local_scale``: fractions of the image, as ``(min, max)``).
+
+    The views come grouped by size: the global crops first, then the local ones, so a method
+    reads ``views[:global_crops]`` and ``views[global_crops:]`` (the method contract). Every
+    crop takes the same flips and colour jitter (DINO's amplitudes by default: brightness 0.4,
+    contrast 0.4, saturation 0.2, hue 0.1 at ``cj_strength`` 0.5); blur and solarisation are
+    drawn with a probability for the first global crop, one for the other global crops and one
+    for the local crops (``gaussian_blur`` and ``solarization``; DINO's 1.0 / 0.1 / 0.5 and
+    0 / 0.2 / 0; small images want no blur). ``local_size`` defaults to DINO's ratio, 96 of
+    224 pixels, of ``image_size``; a ViT needs it (as the input size) to be a multiple of its
+    patch. ``shared``: the keys every recipe shares, with their defaults, see :func:`view_spec`.
+    """
+    if int(global_crops) < 1 or int(local_crops) < 0:
+        raise ValueError(
+            f"multi-crop needs global_crops >= 1 and local_crops >= 0, got {global_crops} and "
+            f"{local_crops}."
+        )
+    for key, value in {"gaussian_blur": gaussian_blur, "solarization": solarization}.items():
+        if len(value) != 3:
+            raise ValueError(
+                f"{key} holds three probabilities (first global crop, other global crops, local "
+                f"crops), got {list(value)}."
+            )
+    if local_size is None:
+        local_size = max(1, round(int(image_size) * 96 / 224))
+    if not 1 <= int(local_size) <= int(image_size):
+        raise ValueError(
+            f"local_size must be a side in pixels from 1 to image_size ({image_size}), got "
+            f"{local_size}."
+        )
+    scales = {"global_scale": global_scale, "local_scale": local_scale}
+    for key, (low, high) in scales.items():
+        if not 0.0 < float(low) <= float(high) <= 1.0:
+            raise ValueError(
+                f"{key} is a range (min, max) of fractions of the image area in (0, 1], got "
+                f"{[low, high]}."
+            )
+    jitter = _jitter(cj_strength, cj_bright, cj_contrast, cj_sat, cj_hue)
+
+    def crop(kind: int, scale: Sequence[float], size: int | None) -> ViewSpec:
+        spec = view_spec(
+            **jitter,
+            gaussian_blur=gaussian_blur[kind],
+            solarization=solarization[kind],
+            min_scale=float(scale[0]),
+            suffix=f"[{kind}]",
+            **shared,
+        )
+        return dataclasses.replace(spec, max_scale=float(scale[1]), size=size)
+
+    specs = [crop(min(i, 1), global_scale, None) for i in range(int(global_crops))]
+    specs += [crop(2, local_scale, int(local_size))] * int(local_crops)
     return Views(specs, **_geometry(image_size, mean, std, in_channels), backend=backend)
 
 

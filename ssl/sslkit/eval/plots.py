@@ -265,6 +265,38 @@ def write_plots(
     return paths
 
 
+@torch.no_grad()
+def plot_attention(encoder: Any, datamodule: Any, path: Path, *, count: int = 6) -> Path | None:
+    """The last block's class-token attention of a ViT encoder (an object with
+    ``attention_maps``, see :meth:`sslkit.models.vit.ViT.attention_maps`) on the first
+    ``count`` test images: one row per image, the image then the mean over heads and each head,
+    upsampled to the image. None when the encoder has no attention maps."""
+    if not hasattr(encoder, "attention_maps"):
+        return None
+    images, _ = next(iter(datamodule.eval_dataloader("test")))
+    images = images[:count]
+    device = next(encoder.parameters()).device
+    maps = encoder.attention_maps(images.to(device)).float().cpu()
+    maps = torch.cat([maps.mean(dim=1, keepdim=True), maps], dim=1)
+    maps = torch.nn.functional.interpolate(maps, size=images.shape[-2:], mode="nearest")
+    heads = maps.shape[1] - 1
+    get_image = _image_getter(datamodule, "test")
+    figure = Figure(figsize=(1.4 * (heads + 2), 1.4 * len(images)))
+    axes = figure.subplots(len(images), heads + 2, squeeze=False)
+    for row in range(len(images)):
+        axes[row, 0].imshow(get_image(row), cmap="gray")
+        for column in range(heads + 1):
+            axes[row, column + 1].imshow(maps[row, column].numpy(), cmap="inferno")
+        for axis in axes[row]:
+            axis.set_axis_off()
+    axes[0, 1].set_title("mean", fontsize=8)
+    for head in range(heads):
+        axes[0, head + 2].set_title(f"head {head}", fontsize=8)
+    figure.suptitle("last block: attention of the class token to the patches", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def _image_getter(datamodule: Any, split: str) -> Callable[[int], Image.Image]:
     """Image of the i-th item of ``eval_dataloader(split)``, i.e. of the i-th feature row."""
     dataset = datamodule.dataset(split)

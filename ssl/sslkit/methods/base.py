@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -69,6 +69,9 @@ class SSLMethod(pl.LightningModule):
         base_batch_size: the batch size at which ``lr`` is meant (256 by convention).
         online_probe: train a linear classifier on detached features while pretraining.
     """
+
+    #: The kind of backbone the method works on (MAE: a ViT); every one by default.
+    backbone_kind: ClassVar[type[nn.Module]] = nn.Module
 
     def __init__(
         self,

@@ -115,13 +115,18 @@ class MaskedInpainting(SSLMethod):
             )
         if hog_bins < 2:
             raise ValueError(f"method.hog_bins must be >= 2, got {hog_bins}")
-        self.decoder = ConvDecoder.for_backbone(
-            backbone, width=decoder_width, out_channels=hog_bins if target == "hog" else None
+        self.decoder = self.build_decoder(
+            backbone, decoder_width, hog_bins if target == "hog" else None
         )
         self.norm_pix = norm_pix
         self.eval_mask_seed = eval_mask_seed
         self._restored_mask_states: list[Tensor] | None = None
         self.num_reconstructions = num_reconstructions
+
+    def build_decoder(self, backbone: Backbone, width: int, out_channels: int | None) -> nn.Module:
+        """The decoder from the backbone's feature map to image resolution (a light conv
+        decoder; ``out_channels`` None: the image's channels)."""
+        return ConvDecoder.for_backbone(backbone, width=width, out_channels=out_channels)
 
     def on_fit_start(self) -> None:
         # Under data parallelism every process draws its own masks, not copies of rank 0's.
