@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-METHODS = ("simclr", "byol", "mocov2")
+METHODS = ("simclr", "byol", "mocov2", "dino")
 
 
 @pytest.mark.integration

@@ -40,11 +40,18 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.loss import (
+    BarlowTwinsLoss,
+    DINOLoss,
+    NegativeCosineSimilarity,
+    NTXentLoss,
+    VICRegLoss,
+)
 from lightly.models.modules import (
     BarlowTwinsProjectionHead,
     BYOLPredictionHead,
     BYOLProjectionHead,
+    DINOProjectionHead,
     MoCoProjectionHead,
     NNCLRPredictionHead,
     NNCLRProjectionHead,
@@ -59,6 +66,7 @@ from lightly.transforms import (
     BYOLTransform,
     BYOLView1Transform,
     BYOLView2Transform,
+    DINOTransform,
     MoCoV2Transform,
     SimCLRTransform,
     SimSiamTransform,
@@ -90,7 +98,17 @@ from bench_throughput import (  # noqa: E402
     fit_preset,
 )
 
-METHODS = ("simclr", "byol", "mocov2", "simsiam", "barlowtwins", "vicreg", "nnclr", "supcon")
+METHODS = (
+    "simclr",
+    "byol",
+    "mocov2",
+    "simsiam",
+    "barlowtwins",
+    "vicreg",
+    "nnclr",
+    "supcon",
+    "dino",
+)
 #: Presets that are not ``<method>_resnet18_fashion_mnist``, with the overrides they need.
 PRESETS = {"supcon": ("simclr_resnet18_fashion_mnist", ("method.positives=labels",))}
 #: Method keys holding embeddings of past batches (MoCo's queue, NNCLR's support set).
@@ -164,6 +182,7 @@ class Setting:
     normalize: dict[str, list[float]]
     total_steps: int
     bank_size: Callable[[int], int]
+    steps_per_epoch: int = 1
 
     @property
     def dim(self) -> int:
@@ -178,6 +197,7 @@ class Recipe:
     transform: Callable[[Any], list[Tensor]]
     model: nn.Module
     loss: Callable[[list[Tensor], Tensor, int], Tensor]
+    after_backward: Callable[[int], None] | None = None  # called with the step's index
 
 
 def _momentum_copies(*modules: nn.Module) -> list[nn.Module]:
@@ -340,6 +360,35 @@ def nnclr(s: Setting) -> Recipe:
     return Recipe(SimCLRTransform(input_size=INPUT_SIZE, normalize=s.normalize), model, loss)
 
 
+def dino(s: Setting) -> Recipe:
+    """examples/pytorch/dino.py: DINOProjectionHead(512, 512, 64, 2048, freeze_last_layer=1) for
+    the student, a fresh one for the teacher (as the example), momentum copies of the backbone,
+    DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=5), the last layer's gradients cancelled
+    in the first epoch, DINOTransform at 28 / 12 px (two global, six local crops; its blur and
+    solarisation kept); the global crops to the teacher, every crop to the student."""
+    head = DINOProjectionHead(s.dim, 512, 64, 2048, freeze_last_layer=1)
+    teacher_backbone = _momentum_copies(s.backbone)[0]
+    teacher_head = DINOProjectionHead(s.dim, 512, 64, 2048)
+    deactivate_requires_grad(teacher_head)
+    criterion = DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=5)
+
+    def loss(views: list[Tensor], labels: Tensor, step: int) -> Tensor:
+        _momentum_step([(s.backbone, teacher_backbone), (head, teacher_head)], step, s.total_steps)
+        with torch.no_grad():
+            teacher_out = [teacher_head(teacher_backbone(x)) for x in views[:2]]
+        student_out = [head(s.backbone(x)) for x in views]
+        return criterion(teacher_out, student_out, epoch=step // s.steps_per_epoch)
+
+    def after_backward(step: int) -> None:
+        head.cancel_last_layer_gradients(current_epoch=step // s.steps_per_epoch)
+
+    transform = DINOTransform(
+        global_crop_size=INPUT_SIZE, local_crop_size=12, normalize=s.normalize
+    )
+    model = nn.ModuleList([s.backbone, head, teacher_backbone, teacher_head, criterion])
+    return Recipe(transform, model, loss, after_backward)
+
+
 RECIPES: dict[str, Callable[[Setting], Recipe]] = {
     "simclr": simclr,
     "byol": byol,
@@ -349,6 +398,7 @@ RECIPES: dict[str, Callable[[Setting], Recipe]] = {
     "vicreg": vicreg,
     "nnclr": nnclr,
     "supcon": supcon,
+    "dino": dino,
 }
 
 
@@ -384,6 +434,7 @@ def train_reference(
         normalize={"mean": list(datamodule.mean), "std": list(datamodule.std)},
         total_steps=epochs * steps_per_epoch,
         bank_size=lambda size: fitted_size(size, len(train), batch),
+        steps_per_epoch=steps_per_epoch,
     )
     recipe = RECIPES[method](setting)
     model = recipe.model.to(device)
@@ -401,6 +452,8 @@ def train_reference(
         for batch_views, labels in loader:
             loss = recipe.loss([x.to(device) for x in batch_views], labels.to(device), step)
             loss.backward()
+            if recipe.after_backward is not None:
+                recipe.after_backward(step)
             optimizer.step()
             optimizer.zero_grad()
             if schedule is not None:

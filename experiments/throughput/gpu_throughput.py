@@ -1,9 +1,11 @@
-"""Every two-view method on ResNet-18 and CIFAR-10-shaped data on one GPU: pairs/s and peak memory.
+"""Every method on ResNet-18 (and SimCLR on a ViT-Tiny) and CIFAR-10-shaped data on one GPU:
+image pairs (of the global views) per second and peak memory.
 
 SimCLR and BYOL run their CIFAR-10 presets (`simclr_resnet18_cifar10`, `byol_resnet18_cifar10`);
 the methods without one run their Fashion-MNIST recipe (`<method>_resnet18_fashion_mnist`: heads,
 loss, optimiser) with the CIFAR stem (`backbone=resnet18`), and SupCon is SimCLR's CIFAR-10 preset
-with `method.positives=labels`. All of them with the batched views on the device and bf16
+with `method.positives=labels`; DINO and SwAV take their multi-crop views (two global, four
+local crops), and `simclr_vit` is SimCLR's CIFAR-10 preset on `vit_tiny` with 4 px patches. All of them with the batched views on the device and bf16
 autocast, on in-memory 32 px RGB images (the synthetic shapes, so no download is needed), batch
 512, for a fixed number of optimiser steps after a warmup.
 
@@ -32,11 +34,33 @@ PRESETS = {
     "supcon": ("simclr_resnet18_cifar10", ["method.positives=labels"]),
     **{
         method: (f"{method}_resnet18_fashion_mnist", ["backbone=resnet18"])
-        for method in ("mocov2", "simsiam", "barlowtwins", "vicreg", "nnclr")
+        for method in (
+            "mocov2",
+            "mocov3",
+            "simsiam",
+            "barlowtwins",
+            "vicreg",
+            "nnclr",
+            "dino",
+            "swav",
+        )
     },
+    # SimCLR's CIFAR-10 recipe on a ViT-Tiny with 4 px patches (64 tokens), AdamW.
+    "simclr_vit": (
+        "simclr_resnet18_cifar10",
+        [
+            "backbone=vit_tiny",
+            "backbone.image_size=32",
+            "backbone.patch_size=4",
+            "optim=adamw",
+            "optim.lr=1e-3",
+        ],
+    ),
 }
+#: Backbones without convolutions to store channels-last.
+NO_CHANNELS_LAST = {"simclr_vit"}
 #: The method key of a bank of past embeddings, which a CPU smoke run's few images must fill.
-BANKS = {"mocov2": "queue_size", "nnclr": "support_set_size"}
+BANKS = {"mocov2": "queue_size", "nnclr": "support_set_size", "swav": "queue_size"}
 
 
 def main() -> None:
@@ -59,13 +83,14 @@ def main() -> None:
         "data.source.num_test=64",
         "augment.backend=batched",
         "trainer.precision=bf16-mixed",
-        "backbone.channels_last=true",
     ]
     device = ["trainer=cpu"] if args.cpu else ["trainer=gpu", "trainer.devices=1"]
     name = "CPU" if args.cpu else torch.cuda.get_device_name()
     print(f"{name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}; bf16")
     for method in args.methods:
         preset, overrides = PRESETS[method]
+        if method not in NO_CHANNELS_LAST:
+            overrides = ["backbone.channels_last=true", *overrides]
         if args.cpu and method in BANKS:
             overrides = [*overrides, f"method.{BANKS[method]}={4 * args.batch}"]
         if torch.cuda.is_available():

@@ -301,6 +301,7 @@ def derived_schema(option: OptionSchema) -> type:
 
 KNNSchema = schema_of("sslkit.eval.KNNProtocol", name="KNNSchema")
 LinearSchema = schema_of("sslkit.eval.LinearProtocol", name="LinearSchema")
+FinetuneSchema = schema_of("sslkit.eval.finetune.FinetuneProtocol", name="FinetuneSchema")
 
 
 @dataclass
@@ -352,6 +353,7 @@ class EvalSchema:
     weights: str | None = None
     knn: KNNSchema | None = None  # type: ignore[valid-type]
     linear: LinearSchema | None = None  # type: ignore[valid-type]
+    finetune: FinetuneSchema | None = None  # type: ignore[valid-type]
 
 
 @dataclass

@@ -13,6 +13,7 @@ import contextlib
 import platform
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ from sslkit.eval.cache import (
     load_or_extract,
 )
 from sslkit.eval.clips import add_multiclip_result
+from sslkit.eval.finetune import run_finetune
 from sslkit.eval.inpainting import Inpainter, evaluate_inpainting
-from sslkit.eval.plots import write_plots
+from sslkit.eval.plots import plot_attention, write_plots
 from sslkit.eval.protocol import run_protocols_on_splits
 from sslkit.eval.rankme import EPSILON as RANKME_EPSILON
 from sslkit.eval.rankme import rankme
@@ -96,6 +98,27 @@ def evaluate_features(
     return result
 
 
+def add_finetune_result(
+    result: ProtocolResult,
+    encoder: nn.Module,
+    datamodule: Any,
+    eval_cfg: DictConfig,
+    device: torch.device,
+) -> None:
+    """With ``eval.finetune`` set, fine-tune a copy of ``encoder`` on each of its label
+    fractions (:mod:`sslkit.eval.finetune`) and add its metrics, per-class results, settings
+    and time to ``result``."""
+    if not eval_cfg.get("finetune"):
+        return
+    protocol = instantiate(eval_cfg.finetune)
+    outcome = run_finetune(encoder, datamodule, protocol, device)
+    result.metrics.update(outcome["metrics"])
+    result.per_class.update(outcome["per_class"])
+    result.protocol["settings"].update(outcome["settings"])
+    result.protocol["finetune"] = asdict(protocol)
+    result.timings["finetune"] = outcome["seconds"]
+
+
 def evaluate_encoder(
     encoder: nn.Module, datamodule: Any, eval_cfg: DictConfig, device: torch.device
 ) -> ProtocolResult:
@@ -136,10 +159,11 @@ def evaluate_baselines(
         start = time.perf_counter()
         # Raw pixels are the pixels as the views give them, without data.standardize.
         pixels = name == "raw_pixels" and hasattr(datamodule, "without_standardize")
+        encoder = baseline_encoder(name, cfg, datamodule)
         with datamodule.without_standardize() if pixels else contextlib.nullcontext():
-            result = evaluate_encoder(
-                baseline_encoder(name, cfg, datamodule), datamodule, cfg.eval, device
-            )
+            result = evaluate_encoder(encoder, datamodule, cfg.eval, device)
+        if name == "random_init":  # the fine-tuning protocol's reference row
+            add_finetune_result(result, encoder, datamodule, cfg.eval, device)
         metrics[name] = result.metrics
         timings[name] = time.perf_counter() - start
     return metrics, timings
@@ -182,6 +206,7 @@ def evaluate_and_report(
     features, reused = load_or_extract(encoder, datamodule, device, cache_file)
     features_s = time.perf_counter() - start
     result = evaluate_features(features, datamodule, cfg.eval, device, encoder)
+    add_finetune_result(result, encoder, datamodule, cfg.eval, device)
     result.metrics.update(model_measurements(model, datamodule, output_dir, device))
     eval_s = time.perf_counter() - start
     baselines, baseline_s = evaluate_baselines(cfg, datamodule, device)
@@ -231,6 +256,9 @@ def evaluate_and_report(
             max_points=cfg.eval.plot_points,
             seed=cfg.seed,
         )
+        attention = plot_attention(encoder, datamodule, output_dir / "plots" / "attention.png")
+        if attention is not None:
+            plots["attention"] = attention
         print(f"plots: {', '.join(str(path) for path in plots.values())}")
     log_media(logger, output_dir)
     return results

@@ -42,6 +42,19 @@ class Backbone(nn.Module):
         """Pooled features ``(B, feature_dim)`` of the spatial feature map."""
         return self.pool(self.forward_spatial(x))
 
+    def export(self) -> tuple[dict[str, Tensor], dict[str, object]]:
+        """The weights as a plain state dict for the library model of the same architecture,
+        and how to build that model (``library``, ``constructor``, ``kwargs``, ``changes``:
+        what to set on the model before ``load_state_dict``). Here: sslkit's own class with
+        its own keys; the ResNet and ViT backbones name torchvision's and timm's models."""
+        state = {key: value.detach().cpu().clone() for key, value in self.state_dict().items()}
+        return state, {
+            "library": "sslkit",
+            "constructor": f"{type(self).__module__}.{type(self).__name__}",
+            "kwargs": {"in_channels": self.in_channels},
+            "changes": [],
+        }
+
     def set_channels_last(self, enabled: bool) -> None:
         """Stores convolution weights channels-last (NHWC) when ``enabled``: convolutions then
         run, and hand their outputs on, in that layout, which is faster with bf16 autocast on
@@ -112,6 +125,39 @@ class ResNet(Backbone):
 
     def forward_spatial(self, x: Tensor) -> Tensor:
         return self.layers(self.stem(x))
+
+    def export(self) -> tuple[dict[str, Tensor], dict[str, object]]:
+        """torchvision's ``resnet<depth>`` keys (``conv1``, ``bn1``, ``layer1``..``layer4``),
+        no ``fc``: load into ``torchvision.models.resnet<depth>()`` after ``fc = Identity()``
+        (and, for the small-input stem or other channels, the ``conv1`` / ``maxpool`` listed
+        in ``changes``); its output is then this backbone's pooled features."""
+        names = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+        names |= {f"layers.{i}.": f"layer{i + 1}." for i in range(4)}
+        state = {}
+        for key, value in self.state_dict().items():
+            prefix = next(p for p in names if key.startswith(p))
+            state[names[prefix] + key[len(prefix) :]] = value.detach().cpu().clone()
+        conv1 = self.stem[0]
+        changes = ["fc = torch.nn.Identity()"]
+        if conv1.kernel_size != (7, 7) or conv1.in_channels != 3:
+            k, st, pad = conv1.kernel_size[0], conv1.stride[0], conv1.padding[0]
+            changes.append(
+                f"conv1 = torch.nn.Conv2d({conv1.in_channels}, 64, kernel_size={k}, "
+                f"stride={st}, padding={pad}, bias=False)"
+            )
+        if isinstance(self.stem[3], nn.Identity):
+            changes.append("maxpool = torch.nn.Identity()")
+        strides = [m.stride for m in self.layers[3][0].modules() if isinstance(m, nn.Conv2d)]
+        if (2, 2) not in strides:
+            changes.append(
+                "layer4[0]: the stride-2 convolutions (conv1/conv2, downsample[0]) at stride 1"
+            )
+        return state, {
+            "library": "torchvision",
+            "constructor": f"torchvision.models.resnet{self.depth}",
+            "kwargs": {"weights": None},
+            "changes": changes,
+        }
 
 
 class ConvNet(Backbone):

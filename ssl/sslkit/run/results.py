@@ -104,7 +104,8 @@ def results_table(
     Accepts one ``results.json`` document or several (e.g. the rows of a study); the baseline
     rows come from each document that holds baselines, once per baseline name. Columns: kNN
     top-1 at each k of the kNN protocol (``eval.knn.k``, see :func:`knn_ks`), linear top-1 and
-    macro-F1, and linear top-1 at each label fraction below 1 (in %), RankMe (the effective
+    macro-F1, linear top-1 at each label fraction below 1 (in %), fine-tuned top-1 at each of
+    its label fractions when a document was fine-tuned, RankMe (the effective
     rank of the train features, when the results hold it) and wall time; multi-label results
     show mAP (and micro-F1) instead of top-1.
     """
@@ -133,6 +134,13 @@ def results_table(
         if fraction < 1.0:
             label = fraction_label(fraction)
             columns.append((f"linear {title} @{label}", f"linear/{score}@{label}"))
+    finetune = next((doc["protocol"]["finetune"] for doc in documents
+                     if doc.get("protocol", {}).get("finetune")), None)  # fmt: skip
+    if finetune is not None:  # fine-tuned top-1 at each of its label fractions
+        for fraction in finetune.get("label_fractions", []):
+            suffix = "" if fraction == 1.0 else f"@{fraction_label(fraction)}"
+            label = "" if fraction == 1.0 else f" @{fraction_label(fraction)}"
+            columns.append((f"fine-tuned {title}{label}", f"finetune/{score}{suffix}"))
     rows: list[tuple[str, Mapping[str, Any], float | None]] = []
     seen: set[str] = set()
     for doc in documents:
