@@ -248,3 +248,16 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path: Path) -> 
             torch.testing.assert_close(result["state"][key], value, **CLOSE)
     # 3 steps of 12 keys in a queue of 48: slots 0-35 hold this run's keys, in rank order.
     assert int(single["state"]["queue.ptr"]) == 36
+
+
+def test_the_single_order_loss_takes_queries_of_one_view_and_keys_of_the_other() -> None:
+    method = make_method(symmetric=False).train()
+    view_a, view_b = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    negatives = method.queue.negatives()
+    loss = method.training_step(([view_a, view_b], torch.full((4,), -1)), 0)
+    queries = method.projector(method.backbone(view_a))
+    with torch.no_grad():
+        keys = method.teacher_ema.projector(method.teacher_ema.backbone(view_b))
+    torch.testing.assert_close(loss, moco_info_nce(queries, keys, negatives, method.temperature))
+    # The second view's keys entered the queue, in front of the random start.
+    torch.testing.assert_close(method.queue.keys[:4], F.normalize(keys, dim=1))

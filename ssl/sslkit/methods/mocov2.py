@@ -74,11 +74,11 @@ class MoCoV2(SSLMethod):
     The key encoder (``teacher_ema``, an :class:`~sslkit.models.EMATeacher` of the backbone and
     the projector) is a frozen copy moved towards the query encoder after every optimiser step
     with momentum ``momentum`` (constant, as in MoCo, unless ``final_momentum`` sets a cosine
-    rise to it; logged as ``train/tau``). The loss is symmetric over the two views: the queries
-    of view a against the keys of view b and the queue, and the other way round, averaged
-    (:func:`~sslkit.losses.moco.moco_info_nce`).
+    rise to it; logged as ``train/tau``). The loss is symmetric over the two views (by default): the
+    queries of view a against the keys of view b and the queue, and the other way round, averaged
+    (:func:`~sslkit.losses.moco.moco_info_nce`); ``symmetric=False`` is MoCo v2's own single order.
 
-    After the loss, the keys of the first view only enter the queue (gathered from every
+    After the loss, the keys of the first view (of the second without ``symmetric``) enter the queue (gathered from every
     process in rank order, without gradient): one key per image per step, so a queue of
     ``queue_size`` holds keys of ``queue_size`` different images rather than two near-identical
     keys of half as many. ``queue_size`` must be a multiple of the keys enqueued per step (the
@@ -96,6 +96,9 @@ class MoCoV2(SSLMethod):
         momentum: the key encoder's EMA momentum (0.999 in MoCo).
         final_momentum: momentum at the last step of a cosine rise from ``momentum``; None
             keeps ``momentum`` constant.
+        symmetric: both view orders (two query and two key passes per image); False is MoCo
+            v2's own loss, the queries of the first view against the keys of the second (one
+            pass of each, about half the compute per image).
         **kwargs: optimiser, schedule and probe settings of ``SSLMethod``.
     """
 
@@ -110,6 +113,7 @@ class MoCoV2(SSLMethod):
         queue_size: int = 65536,
         momentum: float = 0.999,
         final_momentum: float | None = None,
+        symmetric: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, **kwargs)
@@ -123,6 +127,7 @@ class MoCoV2(SSLMethod):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"method.{key} is a momentum in [0, 1], got {value}.")
         self.temperature = temperature
+        self.symmetric = symmetric
         self.queue_size = queue_size
         self.projector = MoCoProjectionHead(
             backbone.feature_dim, hidden_dim, projection_dim, batch_norm=batch_norm
@@ -171,6 +176,16 @@ class MoCoV2(SSLMethod):
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, targets = batch
         view_a, view_b = split_views(views, 2, "MoCoV2")
+        if not self.symmetric:  # MoCo v2's own loss: queries of view a, keys of view b
+            features = self.backbone(view_a)
+            queries = self.projector(features)
+            with torch.no_grad():
+                teacher = self.teacher_ema
+                keys = teacher.projector(teacher.backbone(view_b))
+            loss = moco_info_nce(queries, keys, self.queue.negatives(), self.temperature)
+            self.queue.enqueue(keys)
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+            return loss + self.online_probe_loss(features, targets)
         images = torch.cat([view_a, view_b])
         features = self.backbone(images)
         q_a, q_b = self.projector(features).chunk(2)
