@@ -251,6 +251,12 @@ def run_finetune(
     multilabel = bool(getattr(datamodule, "multilabel", False))
     num_classes = datamodule.num_classes
     train_images, train_labels = labelled_split(datamodule, "train")
+    if train_images.ndim != 4:
+        raise ValueError(
+            "eval.finetune augments 2-D images (B, C, H, W); this data gives "
+            f"{tuple(train_images.shape[1:])} samples (volumes or clips): leave finetune out of "
+            "eval for them."
+        )
     test_images, test_labels = labelled_split(datamodule, "test")
     if feature_dim is None:
         feature_dim = int(getattr(encoder, "feature_dim", 0)) or _output_dim(
