@@ -22,7 +22,7 @@ test: $(INSTALLED)
 
 ## Unit and contract tests only: no pretraining, evaluation or other process (< 2 min on 2 CPUs).
 test-fast: $(INSTALLED)
-	$(BIN)/python -m pytest -q -m "not slow and not integration"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow and not integration"
 
 ## The slow end-to-end runs (sweeps on launchers, multirun W&B, long resumes).
 test-slow: $(INSTALLED)

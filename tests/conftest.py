@@ -467,7 +467,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # ------------------------------------------------------------------ two workers (pytest-xdist)
 #
-# `make test` runs the suite on two worker processes (`-n 2 --dist loadgroup`), each with one
+# `make test` and `make test-fast` run on two worker processes (`-n 2 --dist loadgroup`), each with one
 # torch thread, so two tests share the 2 cores instead of one test's two threads idling in
 # Python code. A module-scoped fixture (e.g. the two-process runs of every method) would be
 # computed by each worker that gets one of its tests, so its tests stay on one worker.
