@@ -1,5 +1,6 @@
-"""VICReg: lightly's loss against the formula computed term by term (one process and the
-concatenated batch of two), and the method's settings and steps."""
+"""VICReg: the loss (lightly's, with sslkit's covariance term) against the formula computed term
+by term (one process and the concatenated batch of two) and the covariance term against
+lightly's, and the method's settings and steps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightly.loss.vicreg_loss import covariance_loss as lightly_covariance_loss
 
+from sslkit.losses.vicreg import covariance_loss
 from sslkit.methods.vicreg import VICReg
 from sslkit.models import ConvNet
 from tests.conftest import spawn_ranks
@@ -90,6 +93,33 @@ def test_loss_equals_the_formula_term_by_term(weights: dict) -> None:
     z_a, z_b = global_batch()
     loss = build(**weights).criterion(z_a, z_b)
     assert loss.item() == pytest.approx(reference_loss(z_a, z_b, **weights), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("n", "d"), [(6, 16), (16, 6), (8, 8)], ids=["gram", "covariance", "square"]
+)
+def test_covariance_term_equals_lightlys_value_and_gradient(n: int, d: int) -> None:
+    # Both paths (the N x N Gram matrix when N < D, the D x D covariance otherwise) against
+    # lightly's masked computation, and the whole loss against the formula at N < D.
+    generator = torch.Generator().manual_seed(1)
+    z = torch.randn(n, d, generator=generator, dtype=torch.float64) * torch.linspace(0.2, 2, d)
+    ours, theirs = (z.clone().requires_grad_(True) for _ in range(2))
+    value = covariance_loss(ours)
+    expected = lightly_covariance_loss(theirs)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-9, atol=1e-12)
+    z_b = z + 0.3 * torch.randn(z.shape, generator=generator, dtype=torch.float64)
+    loss = build().criterion(z, z_b)
+    assert loss.item() == pytest.approx(reference_loss(z, z_b, **WEIGHTS), rel=1e-10)
+
+
+def test_covariance_term_refuses_other_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        covariance_loss(torch.zeros(4, 2, 3))
+    with pytest.raises(ValueError, match="N >= 2"):
+        build().criterion(torch.zeros(1, 3), torch.zeros(1, 3))
 
 
 def test_each_term_is_what_it_says() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 from torch import Tensor
 
+from sslkit.losses.vicreg import VICRegLoss
 from sslkit.methods.base import SSLMethod, split_views
 from sslkit.models.backbones import Backbone
 
@@ -32,7 +32,8 @@ class VICReg(SSLMethod):
     (the authors' code, with the variance term averaged over the two views). The variance
     term keeps every dimension from collapsing, the covariance term decorrelates them.
 
-    The loss is lightly's ``VICRegLoss`` with ``gather_distributed=True``: under data-parallel
+    The loss is lightly's ``VICRegLoss`` (``sslkit.losses.vicreg``: its covariance term computed
+    without lightly's boolean mask, same value) with ``gather_distributed=True``: under data-parallel
     training the variance and covariance are taken over the projections of every process,
     gathered with gradients, and the invariance term over the local pairs, so the mean of the
     processes' losses and DDP's averaged gradients equal those of one process on the global
