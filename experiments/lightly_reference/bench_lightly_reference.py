@@ -102,6 +102,7 @@ METHODS = (
     "simclr",
     "byol",
     "mocov2",
+    "mocov2_single",
     "simsiam",
     "barlowtwins",
     "vicreg",
@@ -110,7 +111,12 @@ METHODS = (
     "dino",
 )
 #: Presets that are not ``<method>_resnet18_fashion_mnist``, with the overrides they need.
-PRESETS = {"supcon": ("simclr_resnet18_fashion_mnist", ("method.positives=labels",))}
+PRESETS = {
+    "supcon": ("simclr_resnet18_fashion_mnist", ("method.positives=labels",)),
+    # MoCo v2 with the single-order loss of its own recipe and of lightly's example (one query
+    # and one key pass per image) against the same reference loop.
+    "mocov2_single": ("mocov2_resnet18_fashion_mnist", ("method.symmetric=false",)),
+}
 #: Method keys holding embeddings of past batches (MoCo's queue, NNCLR's support set).
 BANK_KEYS = ("queue_size", "support_set_size")
 #: Fashion-MNIST's split sizes, also those of the synthetic stand-in.
@@ -393,6 +399,7 @@ RECIPES: dict[str, Callable[[Setting], Recipe]] = {
     "simclr": simclr,
     "byol": byol,
     "mocov2": mocov2,
+    "mocov2_single": mocov2,
     "simsiam": simsiam,
     "barlowtwins": barlowtwins,
     "vicreg": vicreg,
