@@ -139,11 +139,13 @@ def test_every_preset_without_a_guard_says_why() -> None:
             assert preset_comment(preset, "guard") is None, f"{preset}: both guard and no-guard"
 
 
-#: Methods whose presets do not learn yet, so none can carry a guard: a known gap, not a pass.
+#: Methods whose presets do not learn enough for a guard yet: a known gap, not a pass.
 #: Strict: once a preset of one learns and gets its guard, this test fails until it leaves the list.
 NOT_LEARNING_YET = {
-    "swav": "swav_convnet_synthetic ends at raw pixels' kNN@20 (experiments/synthetic)",
-    "mae": "mae_vit_synthetic's kNN@20 equals its random init (experiments/synthetic)",
+    "swav": "swav_convnet_synthetic meets its bar on the full set, but ends 7-10 points above "
+    "its random init on the easy set, under the guard's 10 (experiments/synthetic)",
+    "mae": "mae_vit_synthetic ends 5 points above its random init on the easy set (kNN@20 "
+    "0.328 against 0.275), under the guard's 10 (experiments/synthetic)",
 }
 
 
