@@ -32,12 +32,12 @@ class VICReg(SSLMethod):
     (the authors' code, with the variance term averaged over the two views). The variance
     term keeps every dimension from collapsing, the covariance term decorrelates them.
 
-    The loss is lightly's ``VICRegLoss`` (``sslkit.losses.vicreg``: its covariance term computed
-    without lightly's boolean mask, same value) with ``gather_distributed=True``: under data-parallel
-    training the variance and covariance are taken over the projections of every process,
-    gathered with gradients, and the invariance term over the local pairs, so the mean of the
-    processes' losses and DDP's averaged gradients equal those of one process on the global
-    batch. The projector is lightly's ``VICRegProjectionHead``.
+    The loss is lightly's ``VICRegLoss`` (``sslkit.losses.vicreg``: its covariance term
+    computed without lightly's boolean mask, same value) with ``gather_distributed=True``: under
+    data-parallel training the variance and covariance are taken over the projections of every
+    process, gathered with gradients, and the invariance term over the local pairs, so the mean
+    of the processes' losses and DDP's averaged gradients equal those of one process on the
+    global batch. The projector is lightly's ``VICRegProjectionHead``.
 
     Args:
         backbone: the encoder being pretrained.
