@@ -55,5 +55,17 @@ def test_throughput_benchmark_prints_every_row(run_script, tmp_path):
     assert "reference loop" in out and "model step alone, bf16-mixed" in out
     assert "sslkit simclr_resnet18_fashion_mnist backend=batched precision=bf16-mixed" in out
     assert "batched / lightly PIL at 28px gray" in out
+    assert "batched / lightly PIL at 32px rgb multi-crop" in out
     assert "round 2: " in out  # every pretraining row ran in both rounds
     assert all(len(v) == 2 for v in json.loads(figures.read_text())["rounds"].values())
+
+
+def test_throughput_benchmark_augmentation_only(run_script):
+    status, out, err = run_script(
+        "throughput/bench_throughput.py",
+        *("--augmentation-only", "--batch", "4", "--aug-seconds", "0.01", "--rounds", "1"),
+    )
+    assert status == 0, err[-3000:]
+    assert "reference loop" not in out
+    for key in ("28px gray", "32px rgb", "28px gray multi-crop", "32px rgb multi-crop"):
+        assert f"batched / lightly PIL at {key}: " in out, out

@@ -9,9 +9,10 @@ it measures pairs of views per second of:
   backend (batched on the device, PIL in workers) and precision;
 - model step: forward, backward and optimiser step on random tensors (the limit for a precision);
 - augmentation alone, on one core: sslkit's batched views against lightly's PIL transform, at
-  28 px grayscale and 32 px RGB.
+  28 px grayscale and 32 px RGB, for SimCLR's two views and for DINO's multi-crop set.
 
     python experiments/throughput/bench_throughput.py [--steps 30] [--warmup 5] [--rounds 3]
+    python experiments/throughput/bench_throughput.py --augmentation-only   # those rows alone
 
 Every row (pretraining and augmentation alone) runs once in each of ``--rounds`` rounds and
 reports its median over the rounds, so that a machine whose speed drifts for a minute (a shared
@@ -36,12 +37,12 @@ import torchvision
 from hydra import compose, initialize_config_dir
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
-from lightly.transforms import SimCLRTransform
+from lightly.transforms import DINOTransform, SimCLRTransform
 from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
-from sslkit.augment import simclr_views
+from sslkit.augment import multicrop_views, simclr_views
 from sslkit.build import build_datamodule, build_method
 from sslkit.config import config_dir, register_configs
 from sslkit.data import FashionMNIST, SyntheticShapes
@@ -238,11 +239,40 @@ def _kornia_views(size: int, channels: int, stats: dict) -> Callable | None:
     return views
 
 
+def _multicrop_pair(size: int, channels: int, stats: dict) -> tuple[Callable, Callable]:
+    """sslkit's multi-crop views and lightly's DINOTransform at the same crop counts, sizes,
+    scales and probabilities: the Fashion-MNIST DINO preset's (2 global 28 px crops, 4 local
+    12 px ones, no blur) in grayscale, DINO's own (2 global, 6 local at 96/224 of the size,
+    its blur) in RGB."""
+    if channels == 1:
+        crops = {"local_crops": 4, "local_size": 12, "local_scale": (0.1, 0.4)}
+        blur = (0.0, 0.0, 0.0)
+    else:
+        crops = {"local_crops": 6, "local_size": round(size * 96 / 224), "local_scale": (0.05, 0.4)}
+        blur = (1.0, 0.1, 0.5)
+    views = multicrop_views(
+        image_size=size, global_crops=2, global_scale=(0.4, 1.0), gaussian_blur=blur, **crops,
+        **stats,
+    )
+    lightly = DINOTransform(
+        global_crop_size=size,
+        global_crop_scale=(0.4, 1.0),
+        local_crop_size=crops["local_size"],
+        local_crop_scale=crops["local_scale"],
+        n_local_views=crops["local_crops"],
+        gaussian_blur=blur,
+        normalize={"mean": list(stats["mean"]), "std": list(stats["std"])},
+    )
+    return views, lightly
+
+
 def augmentation_alone(seconds: float, batch: int, rounds: int) -> dict[str, float]:
-    """Pairs of SimCLR views per second on one core: batched vs lightly's PIL transform (the
-    median of ``rounds`` alternated measurements of ``seconds`` each)."""
+    """Images per second on one core (a pair of SimCLR views, or one image's multi-crop set):
+    batched vs lightly's PIL transform (the median of ``rounds`` alternated measurements of
+    ``seconds`` each)."""
     results: dict[str, list[float]] = {}
     rng = np.random.default_rng(0)
+    jobs = {}
     for channels, size in ((1, 28), (3, 32)):
         stats = {"mean": (0.5,) * channels, "std": (0.25,) * channels, "in_channels": channels}
         views = simclr_views(image_size=size, min_scale=0.2, **stats)
@@ -256,17 +286,30 @@ def augmentation_alone(seconds: float, batch: int, rounds: int) -> dict[str, flo
             normalize={"mean": stats["mean"], "std": stats["std"]},
         )
         key = f"{size}px {'gray' if channels == 1 else 'rgb'}"
-        jobs = {
-            f"batched {key}": partial(views.batch, images),
-            f"lightly PIL {key}": partial(_each, lightly, pil),
-        }
+        jobs[f"batched {key}"] = partial(views.batch, images)
+        jobs[f"lightly PIL {key}"] = partial(_each, lightly, pil)
         kornia_views = _kornia_views(size, channels, stats)
         if kornia_views is not None:
             jobs[f"kornia {key}"] = partial(kornia_views, images)
-        for _ in range(rounds):
-            for name, job in jobs.items():
-                results.setdefault(name, []).append(per_core(job, batch, seconds))
+        crops, lightly_crops = _multicrop_pair(size, channels, stats)
+        jobs[f"batched {key} multi-crop"] = partial(crops.batch, images)
+        jobs[f"lightly PIL {key} multi-crop"] = partial(_each, lightly_crops, pil)
+    for _ in range(rounds):
+        for name, job in jobs.items():
+            results.setdefault(name, []).append(per_core(job, batch, seconds))
     return {name: statistics.median(values) for name, values in results.items()}
+
+
+def report_augmentation(augment: dict[str, float]) -> None:
+    """Print the augmentation-alone rows and the batched path's ratio to each alternative."""
+    print(f"\n{'augmentation alone, 1 core':<40}  images/s")
+    for name, value in augment.items():
+        print(f"{name:<40}  {value:7.0f}")
+    for key in ("28px gray", "32px rgb", "28px gray multi-crop", "32px rgb multi-crop"):
+        for other in ("lightly PIL", "kornia"):
+            if f"{other} {key}" in augment:
+                ratio = augment[f"batched {key}"] / augment[f"{other} {key}"]
+                print(f"batched / {other} at {key}: {ratio:.1f}x")
 
 
 def main() -> None:
@@ -279,9 +322,15 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["batched", "pil"])
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--augmentation-only", action="store_true", help="only the augmentation-alone rows"
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.augmentation_only:
+        report_augmentation(augmentation_alone(args.aug_seconds, args.batch, args.rounds))
+        return
     train, data_name = fashion_mnist_or_synthetic(args.batch * (args.steps + args.warmup + 1))
     run = {"steps": args.steps, "warmup": args.warmup, "batch": args.batch}
     print(f"data: {data_name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}")
@@ -313,14 +362,7 @@ def main() -> None:
         share = f"{value / limit:12.0%}" if limit else f"{'-':>12}"
         print(f"{name:<{width}}  {value:7.0f}  {value / reference:11.2f}x  {share}")
     augment = augmentation_alone(args.aug_seconds, args.batch, args.rounds)
-    print(f"\n{'augmentation alone, 1 core':<30}  pairs/s")
-    for name, value in augment.items():
-        print(f"{name:<30}  {value:7.0f}")
-    for key in ("28px gray", "32px rgb"):
-        for other in ("lightly PIL", "kornia"):
-            if f"{other} {key}" in augment:
-                ratio = augment[f"batched {key}"] / augment[f"{other} {key}"]
-                print(f"batched / {other} at {key}: {ratio:.1f}x")
+    report_augmentation(augment)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
