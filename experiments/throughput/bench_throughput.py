@@ -251,7 +251,11 @@ def _multicrop_pair(size: int, channels: int, stats: dict) -> tuple[Callable, Ca
         crops = {"local_crops": 6, "local_size": round(size * 96 / 224), "local_scale": (0.05, 0.4)}
         blur = (1.0, 0.1, 0.5)
     views = multicrop_views(
-        image_size=size, global_crops=2, global_scale=(0.4, 1.0), gaussian_blur=blur, **crops,
+        image_size=size,
+        global_crops=2,
+        global_scale=(0.4, 1.0),
+        gaussian_blur=blur,
+        **crops,
         **stats,
     )
     lightly = DINOTransform(
