@@ -241,8 +241,8 @@ def _kornia_views(size: int, channels: int, stats: dict) -> Callable | None:
 
 def _multicrop_pair(size: int, channels: int, stats: dict) -> tuple[Callable, Callable]:
     """sslkit's multi-crop views and lightly's DINOTransform at the same crop counts, sizes,
-    scales and probabilities: the Fashion-MNIST DINO preset's (2 global 28 px crops, 4 local
-    12 px ones, no blur) in grayscale, DINO's own (2 global, 6 local at 96/224 of the size,
+    scales and probabilities: 2 global 28 px crops and 4 local 12 px ones, no blur, in
+    grayscale; DINO's own (2 global, 6 local at 96/224 of the size,
     its blur) in RGB."""
     if channels == 1:
         crops = {"local_crops": 4, "local_size": 12, "local_scale": (0.1, 0.4)}
