@@ -59,3 +59,21 @@ def test_rankme_column_shows_the_effective_rank_as_it_is_for_each_row_that_has_i
     assert header[-2:] == ["RankMe", "wall time"]
     assert (raw[-2], random[-2], row[-2]) == ("250.0", "-", "12.3")
     assert row[1] == "50.0"  # accuracies stay in %
+
+
+def test_random_init_has_one_row_per_backbone_and_other_baselines_one_row():
+    resnet = document({"linear/top1": 0.8}, baselines={"raw_pixels": {}, "random_init": {}})
+    other = document({"linear/top1": 0.7}, baselines={"random_init": {"linear/top1": 0.6}})
+    vit = document({"linear/top1": 0.9}, baselines={"raw_pixels": {}, "random_init": {}})
+    resnet["backbone"], other["backbone"] = "sslkit.models.ResNet", "sslkit.models.ResNet"
+    vit["backbone"] = "sslkit.models.vit.ViT"
+    names = [
+        row[0]
+        for row in table_rows(results_table([resnet, other, vit], list("abc"), markdown=True))[2:]
+    ]
+    assert names == ["raw pixels", "random init (ResNet)", "random init (ViT)", "a", "b", "c"]
+    # One backbone: the row keeps its plain name.
+    names = [
+        row[0] for row in table_rows(results_table([resnet, other], list("ab"), markdown=True))[2:]
+    ]
+    assert names == ["raw pixels", "random init", "a", "b"]

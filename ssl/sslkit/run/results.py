@@ -18,6 +18,8 @@ from typing import Any
 RESULTS_FILE = "results.json"
 #: The metric key of the effective rank of the train features (:mod:`sslkit.eval.rankme`).
 RANKME = "rankme"
+#: The baseline of the backbone at its seeded random init (one table row per backbone).
+RANDOM_INIT = "random_init"
 #: A kNN protocol metric, e.g. ``knn/top1@20``; group 1 is its k.
 _KNN_METRIC = re.compile(r"knn/[^@/]+@(\d+)")
 
@@ -142,15 +144,23 @@ def results_table(
             label = "" if fraction == 1.0 else f" @{fraction_label(fraction)}"
             columns.append((f"fine-tuned {title}{label}", f"finetune/{score}{suffix}"))
     rows: list[tuple[str, Mapping[str, Any], float | None]] = []
-    seen: set[str] = set()
+    # The random init is one row per backbone (a study of a ResNet and a ViT has one of each,
+    # named by the backbone's class); every other baseline is one row.
+    backbones = {
+        doc.get("backbone") for doc in documents if RANDOM_INIT in doc.get("baselines", {})
+    }
+    seen: set[tuple[str, str | None]] = set()
     for doc in documents:
         timings = doc.get("timings", {})
         for name, metrics in doc.get("baselines", {}).items():
-            if name not in seen:
-                seen.add(name)
-                rows.append(
-                    (name.replace("_", " "), metrics, timings.get("baselines", {}).get(name))
-                )
+            key = (name, doc.get("backbone") if name == RANDOM_INIT else None)
+            if key in seen:
+                continue
+            seen.add(key)
+            label = name.replace("_", " ")
+            if name == RANDOM_INIT and len(backbones) > 1:
+                label += f" ({str(doc.get('backbone')).rsplit('.', 1)[-1]})"
+            rows.append((label, metrics, timings.get("baselines", {}).get(name)))
     for name, doc in zip(names, documents, strict=True):
         rows.append((name, doc["metrics"], doc.get("timings", {}).get("total_s")))
     if any(RANKME in metrics for _, metrics, _ in rows):
