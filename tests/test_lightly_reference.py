@@ -9,7 +9,9 @@ import re
 
 import pytest
 
-METHODS = ("simclr", "byol", "mocov2", "dino")
+METHODS = ("simclr", "byol", "mocov2", "dino", "mae")
+#: Methods whose preset also fine-tunes (on 10 % of the labels) and is compared on it.
+FINETUNED = ("mae",)
 
 
 @pytest.mark.integration
@@ -24,9 +26,13 @@ def test_every_method_gets_both_rows_with_finite_figures(run_script, tmp_path):
     assert status == 0, err[-3000:]
     for method in METHODS:
         for implementation in ("reference", "sslkit"):
-            assert re.search(rf"^{method}\s+{implementation}\s+\d+\s+[\d.]+\s+[\d.]+$", out, re.M)
+            tuned = r"\s+[\d.]+" if method in FINETUNED else ""
+            assert re.search(
+                rf"^{method}\s+{implementation}\s+\d+\s+[\d.]+\s+[\d.]+{tuned}$", out, re.M
+            )
+        tuned = r"\s+fine-tune@10% (yes|no)" if method in FINETUNED else ""
         assert re.search(
-            rf"^{method}\s+images/s [\d.]+x\s+kNN@20 (yes|no)\s+linear (yes|no)$", out, re.M
+            rf"^{method}\s+images/s [\d.]+x\s+kNN@20 (yes|no)\s+linear (yes|no){tuned}$", out, re.M
         )
     assert "mocov2: method.queue_size=256 (fitted to 256 training images)" in out
 
@@ -35,7 +41,9 @@ def test_every_method_gets_both_rows_with_finite_figures(run_script, tmp_path):
     assert set(rows) == {(m, i) for m in METHODS for i in ("reference", "sslkit")}
     for row in rows.values():
         assert row["images"] == 256  # one epoch of 4 whole batches, for both implementations
-        for key in ("train_s", "images_per_s", "knn_top1@20", "linear_top1"):
+        keys = ["train_s", "images_per_s", "knn_top1@20", "linear_top1"]
+        keys += ["finetune_top1@10%"] if row["method"] in FINETUNED else []
+        for key in keys:
             assert isinstance(row[key], float) and math.isfinite(row[key]), (row, key)
         assert 0.0 <= row["knn_top1@20"] <= 1.0 and 0.0 <= row["linear_top1"] <= 1.0
     for method in METHODS:
@@ -47,3 +55,11 @@ def test_every_method_gets_both_rows_with_finite_figures(run_script, tmp_path):
         assert verdict["knn_matches"] == (
             rows[(method, "sslkit")]["knn_top1@20"] >= rows[(method, "reference")]["knn_top1@20"]
         )
+    for method in FINETUNED:
+        tuned = {i: rows[(method, i)]["finetune_top1@10%"] for i in ("reference", "sslkit")}
+        assert document["comparison"][method]["finetune_matches"] == (
+            tuned["sslkit"] >= tuned["reference"]
+        )
+    assert all(
+        "finetune_matches" not in document["comparison"][m] for m in set(METHODS) - set(FINETUNED)
+    )
