@@ -441,6 +441,9 @@ def _reaches(function: object, entry_points: set[object], seen: set[int]) -> boo
     return False
 
 
+# First: xdist's worker reads the xdist_group marks in its own hook of this name (its plugin is
+# registered after this file, so without tryfirst it would run before the marks exist).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     entry_points = _integration_entry_points()
     verdicts: dict[int, bool] = {}  # by function id: a fixture or test shared by many items

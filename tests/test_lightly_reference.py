@@ -22,6 +22,8 @@ def test_every_method_gets_both_rows_with_finite_figures(run_script, tmp_path):
         *("--methods", *METHODS, "--epochs", "1", "--batch", "64"),
         # 256 images: 4 steps a row; mocov2's queue of 4096 is fitted to them (a printed override)
         *("--limit-train", "256", "--limit-test", "128", "--json", str(figures)),
+        # fine-tuning of both rows cut to a few steps (the protocol's floor is 200)
+        *("--eval", "eval.finetune.min_steps=8", "eval.finetune.epochs=1"),
     )
     assert status == 0, err[-3000:]
     for method in METHODS:
@@ -63,3 +65,11 @@ def test_every_method_gets_both_rows_with_finite_figures(run_script, tmp_path):
     assert all(
         "finetune_matches" not in document["comparison"][m] for m in set(METHODS) - set(FINETUNED)
     )
+
+
+def test_eval_option_takes_evaluation_overrides_only(run_script):
+    status, _, err = run_script(
+        "lightly_reference/bench_lightly_reference.py", "--eval", "method.temperature=0.5"
+    )
+    assert status == 2
+    assert "--eval takes evaluation overrides eval.KEY=VALUE" in err

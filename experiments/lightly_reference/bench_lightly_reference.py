@@ -578,6 +578,11 @@ def run_method(method: str, args: argparse.Namespace, source: DatasetSource | No
     overrides += [f"data.max_train={args.limit_train}"] if args.limit_train else []
     overrides += [f"data.max_test={args.limit_test}"] if args.limit_test else []
     cfg = compose_preset(preset, args.batch, overrides)
+    # --eval settings of the protocols this preset runs (both rows share cfg.eval)
+    evals = [o for o in args.eval if OmegaConf.select(cfg, o.split("=")[0].rsplit(".", 1)[0])]
+    if evals:
+        overrides += evals
+        cfg = compose_preset(preset, args.batch, overrides)
     datamodule = build_data(cfg, source)
     datamodule.setup("fit")
     train_size = len(datamodule.dataset("train"))
@@ -725,7 +730,21 @@ def main() -> None:
     )
     parser.add_argument("--limit-test", type=int, help="a class-balanced subset of the test split")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--eval",
+        nargs="+",
+        default=[],
+        metavar="eval.KEY=VALUE",
+        help="evaluation settings of both rows, for the protocols a preset runs (e.g. "
+        "eval.finetune.min_steps=20 for a quick check)",
+    )
     args = parser.parse_args()
+    for override in args.eval:
+        if not override.startswith("eval.") or "=" not in override:
+            parser.error(
+                f"--eval takes evaluation overrides eval.KEY=VALUE, which both rows share; got "
+                f"{override!r}"
+            )
     for name in ("epochs", "batch", "limit_train", "limit_test"):
         value = getattr(args, name)
         if value is not None and value < 1:
