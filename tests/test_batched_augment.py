@@ -193,6 +193,18 @@ def test_a_seed_gives_the_same_views():
     assert all(torch.equal(a, b) for a, b in zip(global_a, global_b, strict=True))
 
 
+@pytest.mark.parametrize("blur", [0.0, 0.5, 1.0])
+def test_a_batch_turned_gray_entirely_can_be_written_in_place(blur):
+    """Every image gray (a draw of probability 0.2**4 at batch 4): the later steps and the
+    normalisation write into the view, so it must not share memory across its channels."""
+    views = simclr_views(image_size=16, **RGB, random_gray_scale=1.0, gaussian_blur=blur,
+                         solarization=0.5)  # fmt: skip
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    for view in views.batch(images, torch.Generator().manual_seed(0)):
+        assert view.shape == (4, 3, 16, 16) and torch.isfinite(view).all()
+        assert torch.equal(view[:, 0], view[:, 1]) and torch.equal(view[:, 1], view[:, 2])
+
+
 def test_batch_checks_its_input():
     views = simclr_views(image_size=16, **RGB)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):

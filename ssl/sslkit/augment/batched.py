@@ -311,7 +311,9 @@ def render_view(images: Tensor, params: ViewParams, size: int) -> Tensor:
     if bool(params.jitter.any()):
         x = color_jitter(x, params)
     if channels == 3:
-        x = _apply(x, params.gray, lambda sub, idx: grayscale(sub).expand(-1, 3, -1, -1))
+        # repeat, not expand: the steps after this one (and the normalisation) write in place,
+        # which an expanded tensor refuses when every image of the batch was turned gray.
+        x = _apply(x, params.gray, lambda sub, idx: grayscale(sub).repeat(1, 3, 1, 1))
     x = _apply(
         x,
         params.sigma > 0,
