@@ -126,3 +126,21 @@ def test_a_run_reports_fine_tuning_and_the_random_init_reference(hydra_run, tmp_
     assert results["protocol"]["finetune"]["epochs"] == 2
     assert 56 <= results["protocol"]["settings"]["finetune@50%"]["num_train"] <= 72  # of 128
     assert results["timings"]["eval_finetune_s"] > 0
+
+
+@pytest.mark.integration
+def test_fine_tuning_alone_needs_no_frozen_feature_protocol(hydra_run, tmp_path) -> None:
+    """``eval=[finetune]`` fine-tunes without the kNN and the linear probe (it once stopped
+    with "no evaluation protocol selected")."""
+    cfg = hydra_run(
+        "train",
+        [*(o for o in TINY if not o.startswith(("eval.knn", "eval.linear"))),
+         "eval=[finetune]", "eval.finetune.epochs=1", "eval.finetune.min_steps=2",
+         "eval.finetune.label_fractions=[1.0]"],
+    )  # fmt: skip
+    train(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "finetune/top1" in results["metrics"]
+    assert "rankme" in results["metrics"]
+    assert not any(key.startswith(("knn/", "linear/")) for key in results["metrics"])
+    assert results["protocol"]["num_train"] == 128

@@ -37,7 +37,7 @@ from sslkit.eval.clips import add_multiclip_result
 from sslkit.eval.finetune import run_finetune
 from sslkit.eval.inpainting import Inpainter, evaluate_inpainting
 from sslkit.eval.plots import plot_attention, write_plots
-from sslkit.eval.protocol import run_protocols_on_splits
+from sslkit.eval.protocol import empty_result, run_protocols_on_splits
 from sslkit.eval.rankme import EPSILON as RANKME_EPSILON
 from sslkit.eval.rankme import rankme
 from sslkit.run.files import write_json_atomic
@@ -71,8 +71,11 @@ def evaluate_features(
     """The configured protocols on frozen features of the train/test splits, plus ``rankme``,
     the label-free effective rank of the train features (:func:`~sslkit.eval.rankme.rankme`);
     with ``encoder``, also the multi-clip result of video data (:mod:`sslkit.eval.clips`)."""
-    if eval_cfg.get("knn") is None and eval_cfg.get("linear") is None:
-        raise ValueError("no evaluation protocol selected: use eval=[knn,linear] (or one of them)")
+    if not any(eval_cfg.get(name) for name in ("knn", "linear", "finetune")):
+        raise ValueError(
+            "no evaluation protocol selected: use eval=[knn,linear] (or one of them; "
+            "eval=[finetune] fine-tunes only)"
+        )
     for split in ("train", "test"):
         if not torch.isfinite(getattr(features, f"{split}_features")).all():
             raise ValueError(
@@ -82,9 +85,17 @@ def evaluate_features(
             )
     knn = instantiate(eval_cfg.knn) if eval_cfg.get("knn") else None
     linear = instantiate(eval_cfg.linear) if eval_cfg.get("linear") else None
-    result = run_protocols_on_splits(
-        features, datamodule, knn=knn, linear=linear, device=str(device)
-    )
+    if knn is None and linear is None:  # eval=[finetune]: no frozen-feature protocol
+        result = empty_result(
+            features.train_features,
+            features.test_features,
+            datamodule.num_classes,
+            bool(datamodule.multilabel),
+        )
+    else:
+        result = run_protocols_on_splits(
+            features, datamodule, knn=knn, linear=linear, device=str(device)
+        )
     start = time.perf_counter()
     result.metrics[RANKME] = rankme(features.train_features)
     result.protocol[RANKME] = {
@@ -93,7 +104,7 @@ def evaluate_features(
         "epsilon": RANKME_EPSILON,
     }
     result.timings[RANKME] = time.perf_counter() - start
-    if encoder is not None:
+    if encoder is not None and (knn is not None or linear is not None):
         add_multiclip_result(result, encoder, datamodule, knn=knn, linear=linear, device=device)
     return result
 

@@ -154,6 +154,27 @@ class ProtocolResult:
     knn_index: WeightedKNN | None = field(default=None, repr=False)
 
 
+def empty_result(
+    train_features: Tensor, test_features: Tensor, num_classes: int, multilabel: bool
+) -> ProtocolResult:
+    """A result without metrics yet: the splits' sizes and the feature width, which every
+    protocol's result carries (the fine-tuning alone starts from it)."""
+    return ProtocolResult(
+        metrics={},
+        per_class={},
+        protocol={
+            "feature_dim": train_features.shape[1],
+            "num_train": train_features.shape[0],
+            "num_test": test_features.shape[0],
+            "num_classes": num_classes,
+            "multilabel": multilabel,
+            **({"threshold": MULTILABEL_THRESHOLD} if multilabel else {}),
+            "settings": {},
+        },
+        timings={},
+    )
+
+
 def run_protocols(
     train_features: Tensor,
     train_labels: Tensor,
@@ -214,20 +235,7 @@ def run_protocols(
             return multilabel_metrics(scores, test_labels, threshold=MULTILABEL_THRESHOLD)
         return classification_metrics(scores, test_labels, num_classes)
 
-    result = ProtocolResult(
-        metrics={},
-        per_class={},
-        protocol={
-            "feature_dim": train_features.shape[1],
-            "num_train": train_features.shape[0],
-            "num_test": test_features.shape[0],
-            "num_classes": num_classes,
-            "multilabel": multilabel,
-            **({"threshold": MULTILABEL_THRESHOLD} if multilabel else {}),
-            "settings": {},
-        },
-        timings={},
-    )
+    result = empty_result(train_features, test_features, num_classes, multilabel)
 
     def record(name: str, suffix: str, scores: Tensor, settings: dict) -> None:
         metrics = score(scores)
