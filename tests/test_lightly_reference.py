@@ -19,7 +19,7 @@ def test_every_method_gets_both_rows_with_finite_figures(run_script, tmp_path):
     figures = tmp_path / "figures.json"
     status, out, err = run_script(
         "lightly_reference/bench_lightly_reference.py",
-        *("--methods", *METHODS, "--epochs", "1", "--batch", "64"),
+        *("--methods", *METHODS, "--epochs", "1", "--batch", "64", "--seed", "1"),
         # 256 images: 4 steps a row; mocov2's queue of 4096 is fitted to them (a printed override)
         *("--limit-train", "256", "--limit-test", "128", "--json", str(figures)),
         # fine-tuning of both rows cut to a few steps (the protocol's floor is 200)
@@ -37,11 +37,13 @@ def test_every_method_gets_both_rows_with_finite_figures(run_script, tmp_path):
             rf"^{method}\s+images/s [\d.]+x\s+kNN@20 (yes|no)\s+linear (yes|no){tuned}$", out, re.M
         )
     assert "mocov2: method.queue_size=256 (fitted to 256 training images)" in out
+    assert "batch 64, seed 1;" in out
 
     document = json.loads(figures.read_text())
     rows = {(row["method"], row["implementation"]): row for row in document["rows"]}
     assert set(rows) == {(m, i) for m in METHODS for i in ("reference", "sslkit")}
     for row in rows.values():
+        assert row["seed"] == 1
         assert row["images"] == 256  # one epoch of 4 whole batches, for both implementations
         keys = ["train_s", "images_per_s", "knn_top1@20", "linear_top1"]
         keys += ["finetune_top1@10%"] if row["method"] in FINETUNED else []

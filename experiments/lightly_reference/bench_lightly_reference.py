@@ -13,7 +13,8 @@ grayscale shapes of ``experiments/throughput``), at equal epochs and batch, in o
   ``trainer.max_epochs=<epochs>`` (supcon: ``simclr_resnet18_fashion_mnist method.positives=labels``;
   mae: ``mae_vit_fashion_mnist``, whose evaluation also fine-tunes on 10 % of the labels).
 
-Every row starts from seed 0 and reports the images per second of its pretraining (the training
+Every row starts from the same seed (``--seed``, 0 by default: a second seed tells a gap from
+seed noise) and reports the images per second of its pretraining (the training
 loop's wall time, evaluation excluded); then the pooled backbone features of both encoders go
 through sslkit's own evaluation (``sslkit.evaluation.evaluate_encoder`` with the preset's eval
 config: weighted kNN, k = 20 reported, and the linear probe) on the test images.
@@ -494,12 +495,13 @@ def train_reference(
     epochs: int,
     batch: int,
     device: torch.device,
+    seed: int = 0,
 ) -> tuple[nn.Module, int, float]:
-    """Train lightly's recipe of ``method`` from seed 0 on the data module's train split in a
+    """Train lightly's recipe of ``method`` from ``seed`` on the data module's train split in a
     plain loop (PIL views in one DataLoader worker, fp32) with the preset's optimiser, learning
     rate scaled by batch / 256 as sslkit scales it, and schedule stepped per optimiser step;
     returns the backbone, the images trained on and the loop's wall time."""
-    seed_everything(0)
+    seed_everything(seed)
     backbone = build_backbone(cfg, datamodule.in_channels)
     train = datamodule.dataset("train")
     steps_per_epoch = len(train) // batch
@@ -538,7 +540,7 @@ def train_reference(
 
 
 def train_sslkit(cfg: DictConfig, datamodule: Any, batch: int) -> tuple[nn.Module, int, float]:
-    """Train the preset through Lightning from seed 0 (``fit_preset``, as the throughput
+    """Train the preset through Lightning from its ``seed`` (``fit_preset``, as the throughput
     benchmark does); returns its evaluation encoder (``eval.encoder``), the images trained on
     and the training's wall time."""
     timer = Timer(warmup=0)
@@ -574,7 +576,7 @@ def compared_keys(cfg: DictConfig) -> list[str]:
 def run_method(method: str, args: argparse.Namespace, source: DatasetSource | None) -> list[dict]:
     """The reference and sslkit rows of ``method``: training speed and evaluation metrics."""
     preset, extra = PRESETS.get(method, (f"{method}_resnet18_fashion_mnist", ()))
-    overrides = [f"trainer.max_epochs={args.epochs}", "seed=0", *extra]
+    overrides = [f"trainer.max_epochs={args.epochs}", f"seed={args.seed}", *extra]
     overrides += [f"data.max_train={args.limit_train}"] if args.limit_train else []
     overrides += [f"data.max_test={args.limit_test}"] if args.limit_test else []
     cfg = compose_preset(preset, args.batch, overrides)
@@ -611,6 +613,7 @@ def run_method(method: str, args: argparse.Namespace, source: DatasetSource | No
                     epochs=args.epochs,
                     batch=args.batch,
                     device=train_device,
+                    seed=args.seed,
                 )
             else:
                 encoder, images, seconds = train_sslkit(cfg, datamodule, args.batch)
@@ -623,6 +626,7 @@ def run_method(method: str, args: argparse.Namespace, source: DatasetSource | No
             "method": method,
             "implementation": implementation,
             "preset": " ".join([preset, *extra, *fitted]),
+            "seed": args.seed,
             "images": images,
             "train_s": seconds,
             "images_per_s": images / seconds if images else math.nan,
@@ -726,6 +730,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="pretraining epochs of every row")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument(
+        "--seed", type=int, default=0, help="seed of both rows (initialisation, order, views)"
+    )
+    parser.add_argument(
         "--limit-train", type=int, help="a class-balanced subset of the train split"
     )
     parser.add_argument("--limit-test", type=int, help="a class-balanced subset of the test split")
@@ -752,7 +759,8 @@ def main() -> None:
     source = load_data(args.limit_train, args.limit_test)
     data = "fashion_mnist" if source is None else f"{source.name} (Fashion-MNIST not installed)"
     print(
-        f"data: {data}; {args.epochs} epoch(s), batch {args.batch}; {cpu_name()}, "
+        f"data: {data}; {args.epochs} epoch(s), batch {args.batch}, seed {args.seed}; "
+        f"{cpu_name()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     rows = [row for method in args.methods for row in run_method(method, args, source)]
