@@ -11,6 +11,8 @@ import re
 import pytest
 import torch
 
+from tests.conftest import EXPERIMENTS
+
 #: Every method of the GPU script (make test-slow); make test runs a few of each kind.
 GPU_METHODS = ("simclr", "byol", "supcon", "mocov2", "mocov3", "simsiam", "barlowtwins")
 GPU_METHODS += ("vicreg", "nnclr", "dino", "swav", "simclr_vit")
@@ -69,3 +71,24 @@ def test_throughput_benchmark_augmentation_only(run_script):
     assert "reference loop" not in out
     for key in ("28px gray", "32px rgb", "28px gray multi-crop", "32px rgb multi-crop"):
         assert f"batched / lightly PIL at {key}: " in out, out
+
+
+@pytest.mark.integration
+def test_fit_preset_starts_from_the_configs_seed(monkeypatch):
+    """The benchmarks' Lightning fit follows ``seed=`` (``bench_lightly_reference.py --seed``
+    once trained sslkit's row from seed 0 whatever the seed, and only its reference moved)."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS / "throughput"))
+    from bench_throughput import compose_preset, fit_preset
+
+    def first_weights(seed: int) -> torch.Tensor:
+        cfg = compose_preset(
+            "simclr_convnet_synthetic",
+            16,
+            [f"seed={seed}", "data.source.num_train=32", "data.source.num_test=16",
+             "data.num_workers=0", "backbone.widths=[8,16]"],
+        )  # fmt: skip
+        method, _ = fit_preset(cfg, max_steps=1)
+        return next(method.backbone.parameters()).detach().clone()
+
+    assert torch.equal(first_weights(1), first_weights(1))
+    assert not torch.equal(first_weights(0), first_weights(1))

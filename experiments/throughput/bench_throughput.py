@@ -100,10 +100,11 @@ def fit_preset(
     datamodule: pl.LightningDataModule | None = None,
     **trainer_args: Any,
 ) -> tuple[SSLMethod, pl.LightningDataModule]:
-    """The method of ``cfg`` trained through Lightning from seed 0, on ``datamodule`` (the
-    config's own when None) for ``cfg.trainer.max_epochs`` unless ``trainer_args`` say otherwise;
-    without validation, logger or checkpoints, so that only training is timed."""
-    pl.seed_everything(0, verbose=False)
+    """The method of ``cfg`` trained through Lightning from the config's ``seed`` (0 when it has
+    none), on ``datamodule`` (the config's own when None) for ``cfg.trainer.max_epochs`` unless
+    ``trainer_args`` say otherwise; without validation, logger or checkpoints, so that only
+    training is timed."""
+    pl.seed_everything(int(cfg.get("seed", 0)), verbose=False)
     if datamodule is None:
         datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
