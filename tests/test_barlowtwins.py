@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from lightly.loss import BarlowTwinsLoss
+from lightly.utils.lars import LARS
 
 from sslkit.losses.barlow_twins import barlow_twins_loss
 from sslkit.methods.barlowtwins import BarlowTwins
 from sslkit.models import ConvNet
+from sslkit.optim import warmup_cosine
 from tests.conftest import spawn_ranks
 
 WORLD_SIZE = 2
@@ -230,3 +233,58 @@ def test_steps_on_a_fixed_batch_lower_the_loss() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _one_lars_step(scale: float) -> tuple[BarlowTwins, dict[int, float], dict[int, torch.Tensor]]:
+    """A method with ``no_decay_lr_scale=scale`` under lightly's LARS (lr 0.2 per 256 images,
+    batch 256) and its warmup-cosine schedule; returns it, each parameter's learning rate at the
+    first step and each parameter's change over that step."""
+    torch.manual_seed(0)
+    method = BarlowTwins(
+        ConvNet(in_channels=3, widths=[4, 8]),
+        optimizer=partial(LARS, lr=0.2, momentum=0.9, weight_decay=1e-3),
+        schedule=partial(warmup_cosine, warmup_epochs=0),
+        projection_dim=16,
+        hidden_dim=32,
+        num_classes=3,
+        no_decay_lr_scale=scale,
+    )
+    method.log = lambda *args, **kw: None
+    method._trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=10, max_epochs=1)
+    configured = method.configure_optimizers()
+    optimizer = configured["optimizer"]
+    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    before = {id(p): p.detach().clone() for p in method.parameters()}
+    views = [torch.rand(16, 3, 8, 8), torch.rand(16, 3, 8, 8)]
+    method.training_step((views, torch.arange(16) % 3), 0).backward()
+    optimizer.step()
+    change = {id(p): p.detach() - before[id(p)] for p in method.parameters()}
+    return method, rates, change
+
+
+def test_no_decay_lr_scale_sets_the_rate_of_biases_and_norms_only() -> None:
+    """Barlow Twins' recipe: biases and BatchNorm at 0.024 times the weights' rate, without
+    LARS' trust ratio; the weights and the online probe keep the full rate."""
+    method, rates, change = _one_lars_step(0.024)
+    probe = {id(p) for p in method.online_probe.parameters()}
+    for name, param in method.named_parameters():
+        exempt = param.ndim <= 1 and id(param) not in probe
+        expected = 0.2 * 0.024 if exempt else 0.2
+        assert rates[id(param)] == pytest.approx(expected), name
+        if exempt and param.grad is not None:
+            # First step, empty momentum buffer, no decay, no trust ratio: lr times the gradient.
+            torch.testing.assert_close(change[id(param)], -expected * param.grad)
+    # The scale leaves every other parameter's step as it is without it.
+    plain, plain_rates, plain_change = _one_lars_step(1.0)
+    assert all(rate == pytest.approx(0.2) for rate in plain_rates.values())
+    for (name, param), other in zip(method.named_parameters(), plain.parameters(), strict=True):
+        if param.ndim > 1 or id(param) in probe:
+            torch.testing.assert_close(change[id(param)], plain_change[id(other)], msg=name)
+        elif param.grad is not None and param.grad.abs().sum() > 0:
+            torch.testing.assert_close(change[id(param)], 0.024 * plain_change[id(other)])
+
+
+@pytest.mark.parametrize("scale", [-0.1, float("inf"), float("nan")])
+def test_a_bad_no_decay_lr_scale_is_refused(scale: float) -> None:
+    with pytest.raises(ValueError, match="no_decay_lr_scale"):
+        build(no_decay_lr_scale=scale)

@@ -89,6 +89,7 @@ def parameter_groups(
     weight_decay: float,
     *,
     skip: Iterable[nn.Parameter] = (),
+    no_decay_lr: float | None = None,
     **settings: Any,
 ) -> list[dict]:
     """Split parameters into a decayed group and one without decay for biases and norm layers.
@@ -102,6 +103,7 @@ def parameter_groups(
         modules: the modules whose trainable parameters are grouped (each parameter once).
         weight_decay: the decay of the decayed group.
         skip: parameters left out (those another call groups, e.g. with ``fixed_lr=True``).
+        no_decay_lr: the learning rate of the group without decay; None: the optimiser's.
         **settings: extra keys of every group, e.g. ``fixed_lr=True`` (:data:`FIXED_LR`).
     """
     skipped = {id(param) for param in skip}
@@ -115,7 +117,8 @@ def parameter_groups(
             (no_decay if param.ndim <= 1 or id(param) in exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay, **settings}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, **settings})
+        rate = {} if no_decay_lr is None else {"lr": no_decay_lr}
+        groups.append({"params": no_decay, "weight_decay": 0.0, **rate, **settings})
     return groups
 
 
