@@ -30,6 +30,7 @@ from sslkit.data import (
     SSLDataModule,
     SyntheticShapes,
 )
+from sslkit.data.datamodule import tensor_images
 from sslkit.data.sources import fashion_mnist
 from sslkit.data.subsets import balanced_subset
 from tests.conftest import compose_config
@@ -140,6 +141,22 @@ def test_fashion_mnist_prefers_files_under_root(tmp_path, layout, suffix):
     source = FashionMNIST(root=str(tmp_path))
     assert (len(source.build("train")), len(source.build("test"))) == (20, 10)
     assert source.directory == tmp_path / layout
+
+
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_fashion_mnist_arrays_are_writable_so_tensors_wrap_them_without_a_warning(
+    tmp_path, suffix
+):
+    """torch warns that a tensor made from a read-only array is undefined to write to; the
+    batched views wrap the training images without copying them."""
+    _write_fashion(tmp_path, suffix=suffix)
+    train = FashionMNIST(root=str(tmp_path)).build("train")
+    assert train.images.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images, targets = tensor_images(train, 28)
+    assert images.shape == (20, 1, 28, 28) and images.data_ptr() == train.images.ctypes.data
+    assert targets.tolist() == [i % 10 for i in range(20)]
 
 
 def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):

@@ -31,12 +31,13 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
     Checks the magic number, the number of dimensions and the payload length, so that a
     truncated download or a wrong file fails here with the file's name instead of later as
-    garbage pixels.
+    garbage pixels. The array is writable (it owns a mutable buffer), so that the training
+    loaders can wrap it in a tensor without a copy.
     """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            raw = handle.read()
+            raw = bytearray(handle.read())  # mutable: np.frombuffer gives a writable array
     except (OSError, EOFError, zlib.error) as err:
         raise CorruptDataError(
             f"Cannot read {path}: {err}. The file is damaged; delete it and fetch it again."
