@@ -144,9 +144,7 @@ def test_fashion_mnist_prefers_files_under_root(tmp_path, layout, suffix):
 
 
 @pytest.mark.parametrize("suffix", [".gz", ""])
-def test_fashion_mnist_arrays_are_writable_so_tensors_wrap_them_without_a_warning(
-    tmp_path, suffix
-):
+def test_fashion_mnist_arrays_are_writable_so_tensors_wrap_them_without_a_warning(tmp_path, suffix):
     """torch warns that a tensor made from a read-only array is undefined to write to; the
     batched views wrap the training images without copying them."""
     _write_fashion(tmp_path, suffix=suffix)
