@@ -11,6 +11,7 @@ import timm
 import torch
 
 from sslkit.methods import SimCLR
+from sslkit.methods.mae import MAE
 from sslkit.models.vit import ViT
 from sslkit.optim import parameter_groups
 from tests.conftest import compose_config
@@ -91,6 +92,8 @@ def test_a_patch_size_that_does_not_divide_the_input_stops_with_a_message(side: 
         ({"num_heads": 5}, "num_heads=5 must divide backbone.embed_dim=24"),
         ({"pool": "max"}, "backbone.pool must be one of"),
         ({"in_channels": 0}, "in_channels must be >= 1"),
+        ({"init": "jax"}, "backbone.init must be one of"),
+        ({"pos_embed": "rope"}, "backbone.pos_embed must be one of"),
     ],
 )
 def test_bad_settings_stop_with_a_message(kwargs: dict, message: str) -> None:
@@ -109,6 +112,87 @@ def test_a_frozen_patch_projection_gets_no_gradient_and_stays_out_of_the_optimis
     optimised = {id(p) for group in parameter_groups([backbone], 0.05) for p in group["params"]}
     assert id(backbone.model.patch_embed.proj.weight) not in optimised
     torch.testing.assert_close(backbone.model.patch_embed.proj.weight, before)
+
+
+def mae_sincos(row: int, column: int, dim: int) -> torch.Tensor:
+    """MAE's 2-D sine-cosine embedding of the patch at ``(row, column)``: the first half of the
+    channels encode the column, the second the row, each as sines then cosines of the
+    coordinate at frequencies ``1 / 10000 ** (k / (dim / 4))``."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+
+    def code(x: int) -> torch.Tensor:
+        return torch.cat([torch.sin(x * omega), torch.cos(x * omega)])
+
+    return torch.cat([code(column), code(row)]).float()
+
+
+def test_sincos_position_embeddings_are_maes_formula_and_never_trained() -> None:
+    backbone = tiny_vit(pos_embed="sincos").train()
+    pos_embed = backbone.model.pos_embed
+    assert not pos_embed.requires_grad
+    torch.testing.assert_close(pos_embed[0, 0], torch.zeros(24))  # the class token's
+    for index in range(16):
+        row, column = divmod(index, 4)
+        torch.testing.assert_close(pos_embed[0, 1 + index], mae_sincos(row, column, 24))
+    before = pos_embed.detach().clone()
+    method = SimCLR(backbone, optimizer=partial(torch.optim.SGD, lr=0.1), batch_size=4)
+    views = [torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)]
+    loss = method.training_step((views, torch.zeros(4, dtype=torch.long)), 0)
+    (loss + backbone(torch.rand(2, 3, 8, 8)).sum()).backward()  # a resampled grid too
+    assert pos_embed.grad is None
+    optimised = {id(p) for group in parameter_groups([backbone], 0.05) for p in group["params"]}
+    assert id(pos_embed) not in optimised
+    torch.testing.assert_close(pos_embed.detach(), before)
+
+
+def test_mae_init_is_xavier_uniform_with_zero_biases() -> None:
+    backbone = tiny_vit(init="mae")
+    linears = [m for m in backbone.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears
+    for layer in [*linears, backbone.model.patch_embed.proj]:
+        fan_out, fan_in = layer.weight.shape[0], layer.weight[0].numel()
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5  # Xavier-uniform's bound
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound  # uniform over the whole range
+    for linear in linears:  # the patch projection keeps its default bias, as in MAE
+        torch.testing.assert_close(linear.bias, torch.zeros_like(linear.bias))
+    # timm's own initialisation is a truncated normal of std 0.02; Xavier's here is ~0.14
+    assert tiny_vit().model.blocks[0].attn.qkv.weight.std() < 0.03
+    assert backbone.model.blocks[0].attn.qkv.weight.std() > 0.1
+    assert backbone.model.pos_embed.requires_grad  # the position embeddings are apart
+
+
+def test_maes_decoder_with_maes_init_keeps_sincos_position_embeddings_fixed() -> None:
+    torch.manual_seed(0)
+    method = MAE(
+        tiny_vit(init="mae", pos_embed="sincos").train(),
+        decoder_width=16,
+        decoder_depth=1,
+        decoder_heads=2,
+        decoder_init="mae",
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        batch_size=4,
+    )
+    decoder = method.decoder
+    assert not decoder.pos_embed.requires_grad
+    for index in range(16):
+        row, column = divmod(index, 4)
+        torch.testing.assert_close(decoder.pos_embed[0, 1 + index], mae_sincos(row, column, 16))
+    views = [torch.rand(4, 3, 16, 16)]
+    method.training_step((views, torch.zeros(4, dtype=torch.long)), 0).backward()
+    assert decoder.pos_embed.grad is None and method.backbone.model.pos_embed.grad is None
+    assert decoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(decoder.predict.bias, torch.zeros_like(decoder.predict.bias))
+    with pytest.raises(ValueError, match="method.decoder_init must be one of"):
+        MAE(
+            tiny_vit(),
+            decoder_width=16,
+            decoder_heads=2,
+            decoder_init="xavier",
+            optimizer=partial(torch.optim.SGD, lr=0.1),
+            batch_size=4,
+        )
 
 
 def test_attention_maps_are_the_last_blocks_class_token_attention() -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightly.models.modules.masked_vision_transformer_timm import init_weights
+from lightly.models.utils import initialize_positional_embedding
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
@@ -22,7 +24,7 @@ from sslkit.configurable import configurable
 from sslkit.methods.base import METHOD_RUNTIME_ARGS
 from sslkit.methods.inpainting import MaskedInpainting
 from sslkit.models.backbones import Backbone
-from sslkit.models.vit import ViT
+from sslkit.models.vit import INITS, ViT
 
 
 class MAEDecoder(nn.Module):
@@ -38,6 +40,9 @@ class MAEDecoder(nn.Module):
         patch_size: side of a patch in pixels.
         in_channels: channels of the images.
         grid: the patch grid ``(rows, columns)`` the position embeddings are learnt for.
+        init: ``"timm"`` (learnt position embeddings, truncated normal; the blocks as timm's
+            ``Block`` builds them) or ``"mae"`` (MAE's: fixed 2-D sine-cosine position
+            embeddings, Xavier-uniform linear layers with zero biases; lightly's helpers).
     """
 
     def __init__(
@@ -49,8 +54,11 @@ class MAEDecoder(nn.Module):
         patch_size: int,
         in_channels: int,
         grid: tuple[int, int],
+        init: str = "timm",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"method.decoder_init must be one of {INITS}, got {init!r}.")
         if width < 1 or depth < 1 or num_heads < 1 or width % num_heads:
             raise ValueError(
                 f"the MAE decoder needs width, depth and heads >= 1 with the heads dividing the "
@@ -70,6 +78,9 @@ class MAEDecoder(nn.Module):
         self.predict = nn.Linear(width, patch_size * patch_size * in_channels)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
+        if init == "mae":
+            self.apply(init_weights)
+            initialize_positional_embedding(self.pos_embed, "sincos", 1)
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "mask_token"}
@@ -119,6 +130,8 @@ class MAE(MaskedInpainting):
         decoder_width: width of the decoder's tokens.
         decoder_depth: decoder blocks.
         decoder_heads: attention heads of each decoder block.
+        decoder_init: the decoder's initialisation, ``"timm"`` or ``"mae"`` (fixed sine-cosine
+            position embeddings, Xavier-uniform linear layers; see :class:`MAEDecoder`).
         norm_pix: reconstruct per-patch normalised pixels (MAE's default; pixel targets only).
         target: ``pixels`` (MAE) or ``hog``, the hidden patches' histograms of oriented
             gradients (MaskFeat; the inpainting method's targets): where colours are noise,
@@ -141,6 +154,7 @@ class MAE(MaskedInpainting):
         decoder_width: int = 128,
         decoder_depth: int = 2,
         decoder_heads: int = 4,
+        decoder_init: str = "timm",
         norm_pix: bool = True,
         target: str = "pixels",
         hog_bins: int = 9,
@@ -162,7 +176,7 @@ class MAE(MaskedInpainting):
         mask = MaskGenerator(
             mode="patches", ratio=mask_ratio, patch_size=backbone.patch_size, seed=mask_seed
         )
-        self._decoder_shape = (decoder_depth, decoder_heads)  # read by build_decoder
+        self._decoder_shape = (decoder_depth, decoder_heads, decoder_init)  # build_decoder
         super().__init__(
             backbone,
             mask=mask,
@@ -177,7 +191,7 @@ class MAE(MaskedInpainting):
         )
 
     def build_decoder(self, backbone: Backbone, width: int, out_channels: int | None) -> nn.Module:
-        depth, heads = self._decoder_shape
+        depth, heads, init = self._decoder_shape
         grid = backbone.model.patch_embed.grid_size
         return MAEDecoder(
             backbone.feature_dim,
@@ -187,6 +201,7 @@ class MAE(MaskedInpainting):
             backbone.patch_size,
             out_channels or backbone.in_channels,
             (int(grid[0]), int(grid[1])),
+            init,
         )
 
     def encode_visible(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

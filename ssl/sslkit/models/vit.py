@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import torch
+from lightly.models.modules.masked_vision_transformer_timm import init_weights
+from lightly.models.utils import initialize_positional_embedding
 from timm.models.vision_transformer import VisionTransformer
-from torch import Tensor
+from torch import Tensor, nn
 
 from sslkit.models.backbones import Backbone, _check_in_channels
 
 POOLS = ("cls", "mean")
+INITS = ("timm", "mae")
+POS_EMBEDS = ("learned", "sincos")
 
 
 class ViT(Backbone):
@@ -38,6 +42,12 @@ class ViT(Backbone):
         drop_path_rate: stochastic depth rate of the last block (0 turns it off).
         freeze_patch_embed: keep the patch projection at its random initialisation (no
             gradient, so no update and no weight decay): MoCo v3's recipe for a stable ViT.
+        init: ``"timm"`` (timm's ViT initialisation: truncated normal, std 0.02, for linear
+            layers and position embeddings) or ``"mae"`` (MAE's: Xavier-uniform linear layers
+            and patch projection, zero biases, lightly's ``init_weights``).
+        pos_embed: ``"learned"`` position embeddings, or ``"sincos"``: MAE's fixed 2-D
+            sine-cosine embeddings (lightly's; no gradient, so never updated, fine-tuning
+            included), resampled like learnt ones for another grid.
     """
 
     def __init__(
@@ -52,11 +62,17 @@ class ViT(Backbone):
         pool: str = "cls",
         drop_path_rate: float = 0.0,
         freeze_patch_embed: bool = False,
+        init: str = "timm",
+        pos_embed: str = "learned",
     ) -> None:
         super().__init__()
         _check_in_channels(in_channels)
         if pool not in POOLS:
             raise ValueError(f"backbone.pool must be one of {POOLS}, got {pool!r}.")
+        if init not in INITS:
+            raise ValueError(f"backbone.init must be one of {INITS}, got {init!r}.")
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"backbone.pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}.")
         for key, value in (("patch_size", patch_size), ("image_size", image_size)):
             if value < 1:
                 raise ValueError(f"backbone.{key} must be >= 1, got {value}.")
@@ -83,6 +99,12 @@ class ViT(Backbone):
             drop_path_rate=drop_path_rate,
             dynamic_img_size=True,
         )
+        if init == "mae":
+            _mae_init(self.model)
+        if pos_embed == "sincos":
+            initialize_positional_embedding(
+                self.model.pos_embed, "sincos", self.model.num_prefix_tokens
+            )
         if freeze_patch_embed:
             self.model.patch_embed.requires_grad_(False)
         self.in_channels = in_channels
@@ -164,3 +186,15 @@ class ViT(Backbone):
         if self.pool_mode == "cls":
             return tokens[:, 0]
         return tokens[:, self.model.num_prefix_tokens :].mean(dim=1)
+
+
+def _mae_init(model: VisionTransformer) -> None:
+    """MAE's initialisation of a timm ViT, as lightly's ``MaskedVisionTransformerTIMM`` does:
+    the patch projection Xavier-uniform over its flattened kernel, the class token normal
+    (std 0.02), every linear layer Xavier-uniform with zero bias and every LayerNorm the
+    identity."""
+    weight = model.patch_embed.proj.weight.data
+    nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+    if model.cls_token is not None:
+        nn.init.normal_(model.cls_token, std=0.02)
+    model.apply(init_weights)
