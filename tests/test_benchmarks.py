@@ -32,6 +32,7 @@ def test_gpu_script_runs_on_the_cpu(run_script, methods):
         *("--cpu", "--steps", "1", "--warmup", "1", "--batch", "8", "--methods", *methods),
     )
     assert status == 0, err[-3000:]
+    assert out.startswith("CPU; batch 8; 1 timed steps after 1; 32-true\n"), out[:200]
     for method in methods:
         assert re.search(rf"^{method} \(\S+_resnet18_\S+.*\): [\d,]+ pairs/s, CPU$", out, re.M), out
     assert "backbone=resnet18 method.queue_size=32)" in out
