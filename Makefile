@@ -16,9 +16,9 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/sslkit-train experiment=simclr_convnet_synthetic
 
-## The test suite (fast tests; slow ones with `make test-slow`).
+## The test suite (fast tests; slow ones with `make test-slow`); prints its 15 slowest steps.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=15
 
 ## Unit and contract tests only: no pretraining, evaluation or other process (< 2 min on 2 CPUs).
 test-fast: $(INSTALLED)

@@ -374,6 +374,48 @@ def spawn_ranks(
             pytest.fail(f"distributed workers did not finish within {timeout_s} s")
 
 
+#: The suite's two-process workers (``two_process_worker``), run one after another in one process
+#: group: starting two interpreters costs about 12 s of CPU in imports alone, once per group.
+TWO_PROCESS_WORKERS: dict[str, Callable[[int, Path], None]] = {}
+#: How long the shared group may take, all its workers together.
+TWO_PROCESS_TIMEOUT_S = 600
+
+
+def two_process_worker(worker: Callable[[int, Path], None]) -> Callable[[int, Path], None]:
+    """Register ``worker(rank, out_dir)`` (a function at a test module's top level) to run in the
+    suite's shared two-process gloo group; a test reads what it wrote from
+    ``two_process_dir(two_process_runs, worker)``."""
+    TWO_PROCESS_WORKERS[f"{worker.__module__}.{worker.__qualname__}"] = worker
+    return worker
+
+
+def two_process_dir(runs: Path, worker: Callable[[int, Path], None]) -> Path:
+    """The folder ``worker`` wrote its files to in the shared group's run ``runs``."""
+    return runs / f"{worker.__module__}.{worker.__qualname__}"
+
+
+def _run_workers(rank: int, out_dir: Path, workers: Sequence[Callable[[int, Path], None]]) -> None:
+    for worker in workers:
+        directory = two_process_dir(out_dir, worker)
+        directory.mkdir(exist_ok=True)
+        try:
+            worker(rank, directory)
+        except Exception as error:
+            raise RuntimeError(
+                f"two-process worker {directory.name} failed on rank {rank}"
+            ) from error
+
+
+@pytest.fixture(scope="session")
+def two_process_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one run of every registered two-process worker, in one process group."""
+    out_dir = tmp_path_factory.mktemp("two_processes")
+    workers = [TWO_PROCESS_WORKERS[key] for key in sorted(TWO_PROCESS_WORKERS)]
+    run = functools.partial(_run_workers, workers=workers)
+    spawn_ranks(run, 2, out_dir, TWO_PROCESS_TIMEOUT_S)
+    return out_dir
+
+
 # ----------------------------------------------------------------------------- test tiers
 #
 # `make test-fast` runs the unit and contract tests: everything not marked `integration`. A test
@@ -472,8 +514,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 #
 # `make test` and `make test-fast` run on two worker processes (`-n 2 --dist loadgroup`), each with one
 # torch thread, so two tests share the 2 cores instead of one test's two threads idling in
-# Python code. A module-scoped fixture (e.g. the two-process runs of every method) would be
-# computed by each worker that gets one of its tests, so its tests stay on one worker.
+# Python code. A module-scoped fixture (e.g. the losses of every method on a batch) would be
+# computed by each worker that gets one of its tests, so its tests stay on one worker; so do all
+# the tests of the shared two-process group (two_process_runs), which starts once.
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"  # also for the commands a test starts
@@ -484,6 +527,9 @@ def _group_module_fixtures(items: list[pytest.Item]) -> None:
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
+            continue
+        if "two_process_runs" in info.names_closure:  # the group starts once, on one worker
+            item.add_marker(pytest.mark.xdist_group("two_process_runs"))
             continue
         scopes = {d.scope for defs in info.name2fixturedefs.values() for d in defs}
         if "module" in scopes or "class" in scopes:

@@ -16,14 +16,13 @@ from sslkit.losses.barlow_twins import barlow_twins_loss
 from sslkit.methods.barlowtwins import BarlowTwins
 from sslkit.models import ConvNet
 from sslkit.optim import warmup_cosine
-from tests.conftest import spawn_ranks
+from tests.conftest import two_process_dir, two_process_worker
 
 WORLD_SIZE = 2
 N_PER_RANK = 5
 DIM = 4
 LAMBDA = 0.3
 EPS = 1e-5
-TIMEOUT_S = 180
 
 
 def reference_loss(z_a: torch.Tensor, z_b: torch.Tensor, lam: float, eps: float = EPS) -> float:
@@ -119,6 +118,7 @@ def test_bad_inputs_give_clear_errors(z_a, z_b, kwargs, message) -> None:
 # ------------------------------------------------------------------------- two processes
 
 
+@two_process_worker
 def _worker(process_rank: int, out_dir: Path) -> None:
     local = slice(process_rank * N_PER_RANK, (process_rank + 1) * N_PER_RANK)
     z_a, z_b = (t[local].clone().requires_grad_(True) for t in global_batch())
@@ -139,9 +139,8 @@ def _worker(process_rank: int, out_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
-    out_dir = tmp_path_factory.mktemp("distributed_barlow_twins")
-    spawn_ranks(_worker, WORLD_SIZE, out_dir, TIMEOUT_S)
+def ranks(two_process_runs: Path) -> list[dict]:
+    out_dir = two_process_dir(two_process_runs, _worker)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 

@@ -22,7 +22,7 @@ from sslkit.config import (
     option_schemas,
 )
 from sslkit.eval import KNNProtocol, LinearProtocol
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config
 
 CONF = Path(config_dir())
 GROUPS = ("augment", "backbone", "data", "logger", "method", "optim", "schedule")
@@ -109,8 +109,8 @@ def test_primary_configs_set_no_run_level_values() -> None:
         assert set(raw) == {"defaults"}, f"{name}.yaml sets {sorted(set(raw) - {'defaults'})}"
 
 
-def test_help_offers_only_real_choices(tmp_path: Path) -> None:
-    done = run_cli([sys.executable, "-m", "sslkit.train", "--help"], cwd=tmp_path)
+def test_help_offers_only_real_choices(tmp_path: Path, run_in_process) -> None:
+    done = run_in_process([sys.executable, "-m", "sslkit.train", "--help"], cwd=tmp_path)
     groups = done.stdout.split("== Config ==")[0]
     assert "optim: adamw, lars, sgd\n" in groups
     assert "schema" not in groups and "local:" not in groups
@@ -153,8 +153,10 @@ def test_a_declared_runtime_argument_is_not_a_key() -> None:
     assert not views & {"image_size", "mean", "std", "in_channels", "suffix"}
 
 
-def test_a_key_the_target_does_not_take_names_the_key_and_the_class(tmp_path: Path) -> None:
-    done = run_cli(
+def test_a_key_the_target_does_not_take_names_the_key_and_the_class(
+    tmp_path: Path, run_in_process
+) -> None:
+    done = run_in_process(
         [sys.executable, "-m", "sslkit.train", "backbone=convnet", "backbone.small_input=false"],
         cwd=tmp_path,
     )

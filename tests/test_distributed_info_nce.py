@@ -6,13 +6,12 @@ from lightly.loss import NTXentLoss
 
 from sslkit.distributed import gather_with_grad, is_distributed, rank, world_size
 from sslkit.losses import info_nce
-from tests.conftest import spawn_ranks
+from tests.conftest import two_process_dir, two_process_worker
 
 WORLD_SIZE = 2
 N_PER_RANK = 6
 DIM = 5
 TEMPERATURE = 0.2
-TIMEOUT_S = 60
 
 
 def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,6 +21,7 @@ def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return z_a, z_b
 
 
+@two_process_worker
 def _worker(process_rank: int, out_dir: Path) -> None:
     local = slice(process_rank * N_PER_RANK, (process_rank + 1) * N_PER_RANK)
     z_a, z_b = (t[local].clone().requires_grad_(True) for t in _global_batch())
@@ -54,9 +54,8 @@ def _worker(process_rank: int, out_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def rank_results(tmp_path_factory) -> list[dict]:
-    out_dir = tmp_path_factory.mktemp("distributed_info_nce")
-    spawn_ranks(_worker, WORLD_SIZE, out_dir, TIMEOUT_S)
+def rank_results(two_process_runs: Path) -> list[dict]:
+    out_dir = two_process_dir(two_process_runs, _worker)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 

@@ -35,13 +35,19 @@ from torch import nn
 from sslkit.methods.base import SSLMethod
 from sslkit.models import ConvNet
 from sslkit.models.vit import ViT
-from tests.conftest import compose_config, method_names, presets_of, spawn_ranks, tiny_overrides
+from tests.conftest import (
+    compose_config,
+    method_names,
+    presets_of,
+    tiny_overrides,
+    two_process_dir,
+    two_process_worker,
+)
 
 WORLD_SIZE = 2
 PER_RANK = 6
 STEPS = 3
 NUM_CLASSES = 3
-TIMEOUT_S = 180
 #: Sums over a batch split in two and over the whole batch differ in their last bits (float64).
 CLOSE = {"rtol": 1e-9, "atol": 1e-9}
 #: Head sizes set small where a method's config has them; every other key keeps its default.
@@ -172,15 +178,15 @@ def train_steps(name: str, process_rank: int | None = None) -> dict:
     return {"losses": losses, "gradients": gradients, "state": method.state_dict()}
 
 
+@two_process_worker
 def _worker(process_rank: int, out_dir: Path) -> None:
     results = {name: train_steps(name, process_rank) for name in METHODS}
     torch.save(results, out_dir / f"rank{process_rank}.pt")
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
-    out_dir = tmp_path_factory.mktemp("distributed_methods")
-    spawn_ranks(_worker, WORLD_SIZE, out_dir, TIMEOUT_S)
+def ranks(two_process_runs: Path) -> list[dict]:
+    out_dir = two_process_dir(two_process_runs, _worker)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 
@@ -223,6 +229,7 @@ def test_state_is_identical_on_every_process(ranks, name: str) -> None:
         assert torch.equal(value, second[key]), key
 
 
+@two_process_worker
 def _mask_resume_worker(process_rank: int, out_dir: Path) -> None:
     method = build("inpainting", process_rank, WORLD_SIZE)
     method.on_fit_start()
@@ -242,11 +249,11 @@ def _mask_resume_worker(process_rank: int, out_dir: Path) -> None:
     )
 
 
-def test_resumed_inpainting_continues_the_masks_of_every_process(tmp_path: Path) -> None:
+def test_resumed_inpainting_continues_the_masks_of_every_process(two_process_runs: Path) -> None:
     # The checkpoint rank 0 writes holds every process's mask sequence, so each process of a
     # resumed run draws the masks it would have drawn without the interruption.
-    spawn_ranks(_mask_resume_worker, WORLD_SIZE, tmp_path, TIMEOUT_S)
-    masks = [torch.load(tmp_path / f"masks{r}.pt") for r in range(WORLD_SIZE)]
+    out_dir = two_process_dir(two_process_runs, _mask_resume_worker)
+    masks = [torch.load(out_dir / f"masks{r}.pt") for r in range(WORLD_SIZE)]
     for rank_masks in masks:
         assert torch.equal(rank_masks["resumed"], rank_masks["continued"])
     assert not torch.equal(masks[0]["continued"], masks[1]["continued"])

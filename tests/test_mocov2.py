@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from sslkit.losses.moco import moco_info_nce
 from sslkit.methods.mocov2 import KeyQueue, MoCoV2
 from sslkit.models import ConvNet
+from tests.conftest import two_process_dir, two_process_worker
 
 
 def reference_loss(queries, keys, queue, temperature):
@@ -218,22 +219,21 @@ def test_queue_is_saved_in_and_restored_from_a_checkpoint(tmp_path: Path) -> Non
     assert int(restored.queue.ptr) == 8
 
 
+@two_process_worker
 def _two_process_worker(process_rank: int, out_dir: Path) -> None:
     from tests.test_distributed_methods import train_steps
 
     torch.save(train_steps("mocov2", process_rank), out_dir / f"rank{process_rank}.pt")
 
 
-@pytest.mark.integration  # starts two processes
-def test_two_processes_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
+def test_two_processes_equal_one_process_on_the_global_batch(two_process_runs: Path) -> None:
     # The shared 2-process test skips this comparison for MoCo: two calls of its step on the
     # same batch differ because the first call's keys enter the queue, which it takes for
     # randomness of its own. Here the queue, losses and gradients are compared directly.
-    from tests.conftest import spawn_ranks
-    from tests.test_distributed_methods import CLOSE, STEPS, TIMEOUT_S, WORLD_SIZE, train_steps
+    from tests.test_distributed_methods import CLOSE, STEPS, WORLD_SIZE, train_steps
 
-    spawn_ranks(_two_process_worker, WORLD_SIZE, tmp_path, TIMEOUT_S)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
+    out_dir = two_process_dir(two_process_runs, _two_process_worker)
+    ranks = [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
     single = train_steps("mocov2")
     for step in range(STEPS):
         mean_loss = torch.stack([r["losses"][step] for r in ranks]).mean()

@@ -21,11 +21,10 @@ from sslkit.losses import info_nce
 from sslkit.losses.supcon import supcon
 from sslkit.methods.simclr import SimCLR
 from sslkit.models import ConvNet
-from tests.conftest import spawn_ranks
+from tests.conftest import two_process_dir, two_process_worker
 
 WORLD_SIZE = 2
 PER_RANK = 6
-TIMEOUT_S = 120
 #: Sums over a batch split in two and over the whole batch differ in their last float32 bits.
 CLOSE = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -281,6 +280,7 @@ def _method_steps(process_rank: int | None) -> dict:
     return {"losses": losses, "gradients": gradients, "state": method.state_dict()}
 
 
+@two_process_worker
 def _worker(process_rank: int, out_dir: Path) -> None:
     local = slice(process_rank * PER_RANK, (process_rank + 1) * PER_RANK)
     results = {}
@@ -300,9 +300,8 @@ def _worker(process_rank: int, out_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
-    out_dir = tmp_path_factory.mktemp("distributed_supcon")
-    spawn_ranks(_worker, WORLD_SIZE, out_dir, TIMEOUT_S)
+def ranks(two_process_runs: Path) -> list[dict]:
+    out_dir = two_process_dir(two_process_runs, _worker)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 

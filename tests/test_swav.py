@@ -15,6 +15,7 @@ from lightly.loss.swav_loss import sinkhorn
 
 from sslkit.methods.swav import FeatureQueue, SwAV
 from sslkit.models import ConvNet
+from tests.conftest import two_process_dir, two_process_worker
 
 
 def reference_sinkhorn(scores: torch.Tensor, iterations: int, epsilon: float) -> torch.Tensor:
@@ -187,17 +188,18 @@ def _queue_run(process_rank: int | None, world: int = 2, per_rank: int = 6) -> d
     return {"losses": torch.stack(losses), "state": method.state_dict()}
 
 
+@two_process_worker
 def _queue_worker(process_rank: int, out_dir) -> None:
     torch.save(_queue_run(process_rank), out_dir / f"rank{process_rank}.pt")
 
 
-def test_two_processes_with_a_queue_equal_one_process_on_the_global_batch(tmp_path) -> None:
+def test_two_processes_with_a_queue_equal_one_process_on_the_global_batch(
+    two_process_runs,
+) -> None:
     """Each process scores its slice of the (gathered, identical) queue, so the Sinkhorn codes'
     columns over both processes are the global batch and the whole queue, as on one process."""
-    from tests.conftest import spawn_ranks
-
-    spawn_ranks(_queue_worker, 2, tmp_path, 180)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    out_dir = two_process_dir(two_process_runs, _queue_worker)
+    ranks = [torch.load(out_dir / f"rank{r}.pt") for r in range(2)]
     single = _queue_run(None)
     close = {"rtol": 1e-9, "atol": 1e-9}
     torch.testing.assert_close(

@@ -14,14 +14,13 @@ from lightly.loss.vicreg_loss import covariance_loss as lightly_covariance_loss
 from sslkit.losses.vicreg import covariance_loss
 from sslkit.methods.vicreg import VICReg
 from sslkit.models import ConvNet
-from tests.conftest import spawn_ranks
+from tests.conftest import two_process_dir, two_process_worker
 
 WORLD_SIZE = 2
 N_PER_RANK = 5
 DIM = 4
 WEIGHTS = {"invariance_weight": 25.0, "variance_weight": 25.0, "covariance_weight": 1.0}
 EPS = 1e-4
-TIMEOUT_S = 180
 
 
 def reference_loss(
@@ -143,6 +142,7 @@ def test_method_uses_the_paper_weights_by_default() -> None:
 # ------------------------------------------------------------------------- two processes
 
 
+@two_process_worker
 def _worker(process_rank: int, out_dir: Path) -> None:
     local = slice(process_rank * N_PER_RANK, (process_rank + 1) * N_PER_RANK)
     z_a, z_b = (t[local].clone().requires_grad_(True) for t in global_batch())
@@ -155,9 +155,8 @@ def _worker(process_rank: int, out_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
-    out_dir = tmp_path_factory.mktemp("distributed_vicreg")
-    spawn_ranks(_worker, WORLD_SIZE, out_dir, TIMEOUT_S)
+def ranks(two_process_runs: Path) -> list[dict]:
+    out_dir = two_process_dir(two_process_runs, _worker)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 
