@@ -40,7 +40,12 @@ def read_video(path: Path, num_frames: int, image_size: int) -> Tensor:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise ValueError("it holds no video stream")
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+            # One swscale thread: PyAV keeps the scaler between frames, and a DataLoader worker
+            # forked after this process scaled a frame with swscale's own threads waited forever
+            # for threads that do not exist in the child (tests/test_video.py).
+            frames = [
+                frame.to_ndarray(format="rgb24", threads=1) for frame in container.decode(video=0)
+            ]
     except (av.FFmpegError, OSError, ValueError, IndexError) as err:
         raise CorruptDataError(
             f"Cannot decode video {path}: {err}. Remove or replace this file."
