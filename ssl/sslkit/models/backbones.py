@@ -95,7 +95,7 @@ class ResNet(Backbone):
         in_channels: int = 3,
         small_input: bool = True,
         last_stride: int = 2,
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if depth not in self._builders:
@@ -171,7 +171,7 @@ class ConvNet(Backbone):
         self,
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128, 256),
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         _check_in_channels(in_channels)
