@@ -7,7 +7,8 @@ grayscale shapes of ``experiments/throughput``), at equal epochs and batch, in o
   (``examples/pytorch/<method>.py`` in lightly's repository: its heads, loss, memory bank and
   momentum helpers, its transform class with the example's settings at ``input_size=28``), PIL
   views in one DataLoader worker, fp32, on the preset's ResNet-18 (built from sslkit's backbone
-  config) with the preset's optimiser, learning rate and schedule, so that only the
+  config, in torchvision's default contiguous weight layout as lightly's examples have it, where
+  sslkit's is channels-last; ``--reference-channels-last`` gives it sslkit's) with the preset's optimiser, learning rate and schedule, so that only the
   implementation differs;
 - sslkit: the preset ``<method>_resnet18_fashion_mnist`` through Lightning with
   ``trainer.max_epochs=<epochs>`` (supcon: ``simclr_resnet18_fashion_mnist method.positives=labels``;
@@ -487,6 +488,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def reference_backbone_config(cfg: DictConfig, channels_last: bool) -> DictConfig:
+    """The preset's config with its backbone in the weight layout the reference runs in:
+    torchvision's default (contiguous), as lightly's examples build their ResNets, unless
+    ``channels_last`` (``--reference-channels-last``) gives it sslkit's channels-last layout."""
+    if "channels_last" not in cfg.backbone:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.backbone.channels_last = channels_last
+    return cfg
+
+
 def train_reference(
     method: str,
     cfg: DictConfig,
@@ -496,13 +508,14 @@ def train_reference(
     batch: int,
     device: torch.device,
     seed: int = 0,
+    channels_last: bool = False,
 ) -> tuple[nn.Module, int, float]:
     """Train lightly's recipe of ``method`` from ``seed`` on the data module's train split in a
     plain loop (PIL views in one DataLoader worker, fp32) with the preset's optimiser, learning
     rate scaled by batch / 256 as sslkit scales it, and schedule stepped per optimiser step;
     returns the backbone, the images trained on and the loop's wall time."""
     seed_everything(seed)
-    backbone = build_backbone(cfg, datamodule.in_channels)
+    backbone = build_backbone(reference_backbone_config(cfg, channels_last), datamodule.in_channels)
     train = datamodule.dataset("train")
     steps_per_epoch = len(train) // batch
     setting = Setting(
@@ -614,6 +627,7 @@ def run_method(method: str, args: argparse.Namespace, source: DatasetSource | No
                     batch=args.batch,
                     device=train_device,
                     seed=args.seed,
+                    channels_last=args.reference_channels_last,
                 )
             else:
                 encoder, images, seconds = train_sslkit(cfg, datamodule, args.batch)
@@ -738,6 +752,12 @@ def main() -> None:
     parser.add_argument("--limit-test", type=int, help="a class-balanced subset of the test split")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument(
+        "--reference-channels-last",
+        action="store_true",
+        help="run the reference's ResNet in sslkit's channels-last weight layout rather than "
+        "torchvision's default (contiguous), which lightly's examples use",
+    )
+    parser.add_argument(
         "--eval",
         nargs="+",
         default=[],
@@ -760,6 +780,7 @@ def main() -> None:
     data = "fashion_mnist" if source is None else f"{source.name} (Fashion-MNIST not installed)"
     print(
         f"data: {data}; {args.epochs} epoch(s), batch {args.batch}, seed {args.seed}; "
+        f"reference layout {'channels-last' if args.reference_channels_last else 'contiguous'}; "
         f"{cpu_name()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
@@ -776,6 +797,7 @@ def main() -> None:
             "cpu": cpu_name(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "reference_channels_last": args.reference_channels_last,
             "rows": rows,
             "comparison": compared,
         }
