@@ -56,11 +56,25 @@ def test_throughput_benchmark_prints_every_row(run_script, tmp_path):
     )
     assert status == 0, err[-3000:]
     assert "reference loop" in out and "model step alone, bf16-mixed" in out
+    assert "model step alone, bf16-mixed, contiguous" in out
     assert "sslkit simclr_resnet18_fashion_mnist backend=batched precision=bf16-mixed" in out
     assert "batched / lightly PIL at 28px gray" in out
     assert "batched / lightly PIL at 32px rgb multi-crop" in out
     assert "round 2: " in out  # every pretraining row ran in both rounds
     assert all(len(v) == 2 for v in json.loads(figures.read_text())["rounds"].values())
+
+
+def test_throughput_benchmark_model_step_only(run_script):
+    """``--model-step-only``: the model step in both weight layouts, nothing else."""
+    status, out, err = run_script(
+        "throughput/bench_throughput.py",
+        *("--model-step-only", "--steps", "1", "--warmup", "1", "--batch", "4"),
+        *("--rounds", "1", "--precisions", "32-true"),
+    )
+    assert status == 0, err[-3000:]
+    assert "reference loop" not in out and "batched / lightly PIL" not in out
+    for name in ("model step alone, 32-true ", "model step alone, 32-true, contiguous "):
+        assert re.search(re.escape(name) + r"\s+\d+\s+-\s+\d+%", out), out
 
 
 def test_throughput_benchmark_augmentation_only(run_script):

@@ -29,7 +29,6 @@ import argparse
 import copy
 import json
 import math
-import platform
 import random
 import sys
 import time
@@ -108,6 +107,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "throughput"))
 from bench_throughput import (  # noqa: E402
     Timer,
     compose_preset,
+    cpu_name,
     fashion_mnist_or_synthetic,
     fit_preset,
 )
@@ -662,17 +662,6 @@ def run_method(method: str, args: argparse.Namespace, source: DatasetSource | No
 
 
 # ------------------------------------------------------------------------------- the report
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _percent(value: float) -> str:

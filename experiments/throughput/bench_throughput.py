@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,18 @@ from sslkit.methods.base import SSLMethod
 from sslkit.models import ResNet
 
 PRESET = "simclr_resnet18_fashion_mnist"
+REFERENCE = "reference loop (lightly, PIL in 1 worker, fp32)"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def fashion_mnist_or_synthetic(num_train: int):
@@ -173,10 +187,12 @@ def reference_loop(train, steps: int, warmup: int, batch: int) -> float:
     return batch * done / (time.perf_counter() - start)
 
 
-def model_step(precision: str, steps: int, warmup: int, batch: int) -> float:
-    """Pairs/s of forward + backward + SGD step alone, on random 1 x 28 x 28 tensors."""
+def model_step(
+    precision: str, steps: int, warmup: int, batch: int, channels_last: bool = True
+) -> float:
+    """Pairs/s of forward + backward + SGD step alone, on random 1 x 28 x 28 tensors, with the
+    backbone's weights channels-last (sslkit's default) or contiguous (torchvision's)."""
     torch.manual_seed(0)
-    channels_last = precision == "bf16-mixed"
     backbone = ResNet(depth=18, in_channels=1, small_input=False, channels_last=channels_last)
     head = SimCLRProjectionHead(512, 512, 128)
     params = [*backbone.parameters(), *head.parameters()]
@@ -330,44 +346,55 @@ def main() -> None:
     parser.add_argument(
         "--augmentation-only", action="store_true", help="only the augmentation-alone rows"
     )
+    parser.add_argument(
+        "--model-step-only",
+        action="store_true",
+        help="only the model-step rows, channels-last against contiguous weights",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.augmentation_only:
         report_augmentation(augmentation_alone(args.aug_seconds, args.batch, args.rounds))
         return
-    train, data_name = fashion_mnist_or_synthetic(args.batch * (args.steps + args.warmup + 1))
     run = {"steps": args.steps, "warmup": args.warmup, "batch": args.batch}
+    jobs: dict[str, Callable[[], float]] = {}
+    if args.model_step_only:
+        data_name = "random tensors"
+    else:
+        train, data_name = fashion_mnist_or_synthetic(args.batch * (args.steps + args.warmup + 1))
+        jobs[REFERENCE] = partial(reference_loop, train, **run)
+        for backend in args.backends:
+            for precision in args.precisions:
+                overrides = [f"augment.backend={backend}", f"trainer.precision={precision}"]
+                name = f"sslkit {PRESET} backend={backend} precision={precision}"
+                jobs[name] = partial(sslkit_end_to_end, overrides, **run)
     print(f"data: {data_name}; batch {args.batch}; {args.steps} timed steps after {args.warmup}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    jobs: dict[str, Callable[[], float]] = {
-        "reference loop (lightly, PIL in 1 worker, fp32)": partial(reference_loop, train, **run)
-    }
-    for backend in args.backends:
-        for precision in args.precisions:
-            overrides = [f"augment.backend={backend}", f"trainer.precision={precision}"]
-            if precision == "bf16-mixed":
-                overrides.append("backbone.channels_last=true")
-            name = f"sslkit {PRESET} backend={backend} precision={precision}"
-            jobs[name] = partial(sslkit_end_to_end, overrides, **run)
+    print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     for precision in args.precisions:
         jobs[f"model step alone, {precision}"] = partial(model_step, precision, **run)
+        jobs[f"model step alone, {precision}, contiguous"] = partial(
+            model_step, precision, channels_last=False, **run
+        )
     rounds: dict[str, list[float]] = {name: [] for name in jobs}
     for round_index in range(args.rounds):
         for name, job in jobs.items():
             rounds[name].append(job())
         print(f"round {round_index + 1}: " + ", ".join(f"{v[-1]:.0f}" for v in rounds.values()))
     rows = {name: statistics.median(values) for name, values in rounds.items()}
-    reference = rows["reference loop (lightly, PIL in 1 worker, fp32)"]
+    reference = rows.get(REFERENCE)
     width = max(map(len, rows))
     print(f"\n{'pretraining':<{width}}  pairs/s  vs reference  vs model step")
     for name, value in rows.items():
         precision = "bf16-mixed" if "bf16" in name else "32-true"
         limit = rows.get(f"model step alone, {precision}")
         share = f"{value / limit:12.0%}" if limit else f"{'-':>12}"
-        print(f"{name:<{width}}  {value:7.0f}  {value / reference:11.2f}x  {share}")
-    augment = augmentation_alone(args.aug_seconds, args.batch, args.rounds)
-    report_augmentation(augment)
+        versus = f"{value / reference:11.2f}x" if reference else f"{'-':>12}"
+        print(f"{name:<{width}}  {value:7.0f}  {versus}  {share}")
+    augment = {}
+    if not args.model_step_only:
+        augment = augmentation_alone(args.aug_seconds, args.batch, args.rounds)
+        report_augmentation(augment)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(

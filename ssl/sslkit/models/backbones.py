@@ -57,8 +57,10 @@ class Backbone(nn.Module):
 
     def set_channels_last(self, enabled: bool) -> None:
         """Stores convolution weights channels-last (NHWC) when ``enabled``: convolutions then
-        run, and hand their outputs on, in that layout, which is faster with bf16 autocast on
-        recent CPUs and with tensor cores on GPUs. Results are the same up to float rounding."""
+        run, and hand their outputs on, in that layout, which is faster with tensor cores on
+        GPUs and, through oneDNN, on CPUs in float32 as in bf16 (the 2-D ResNet and ConvNet
+        default to it: ``experiments/throughput/bench_throughput.py --model-step-only`` measures
+        the step in both layouts). Results are the same up to float rounding."""
         self.channels_last = bool(enabled)
         if self.channels_last:
             layout = torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
@@ -80,7 +82,7 @@ class ResNet(Backbone):
     resolution of the one before (a 2x2 instead of a 1x1 map for 28 px images with the ImageNet
     stem, at a higher cost per step; experiments/fashion_mnist has the runs) and halves
     ``output_stride``.
-    ``channels_last``: see :meth:`Backbone.set_channels_last`.
+    ``channels_last``: see :meth:`Backbone.set_channels_last` (on by default).
     """
 
     _builders = {
@@ -162,7 +164,8 @@ class ResNet(Backbone):
 
 class ConvNet(Backbone):
     """A small VGG-style convnet for CPU runs: per stage conv-BN-ReLU twice, then stride 2.
-    (Per-sample standardisation of its inputs is a data step, ``data.standardize``.)"""
+    (Per-sample standardisation of its inputs is a data step, ``data.standardize``.)
+    Channels-last by default (:meth:`Backbone.set_channels_last`)."""
 
     # Convolution and normalisation of a stage; the 3-D subclass swaps them.
     _layers: tuple[type[nn.Module], type[nn.Module]] = (nn.Conv2d, nn.BatchNorm2d)
